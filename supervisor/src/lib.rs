@@ -1,0 +1,9 @@
+//! lamina: a self-hosted AWS Lambda for Linux edge appliances.
+//!
+//! The supervisor crate builds the single `lamina` binary: the API, registry, scheduler and
+//! the sandbox launcher. `lamina init` (the code in the `lamina-init` crate) runs as PID 1 of
+//! every execution environment.
+
+pub mod cli;
+pub mod run;
+pub mod sandbox;
