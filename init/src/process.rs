@@ -244,8 +244,8 @@ fn errno() -> i32 {
 
 /// The child's side: returns only on failure, with the failed step and errno.
 fn child(spec: &ProcessSpec, p: &Prepared, err_fd: RawFd) -> (&'static str, i32) {
-    // SAFETY (for the libc calls below): each is a plain syscall on our own process with
-    // arguments that are valid for the duration of the call.
+    // SAFETY: setsid, sigemptyset, sigprocmask and signal are plain calls on our own process
+    // with arguments valid for the duration of each call.
     unsafe {
         // 1. setsid
         if libc::setsid() < 0 {

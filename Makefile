@@ -1,0 +1,60 @@
+# lamina — build, demo, tests and benchmarks. Run as root on a Debian/Ubuntu host.
+SHELL := /bin/bash
+CARGO ?= cargo
+HOST := $(shell rustc -vV | sed -n 's/^host: //p')
+LAMINA := $(CURDIR)/target/release/lamina
+PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
+export LAMINA_BIN := $(LAMINA)
+export LAMINA_PROBE := $(PROBE)
+
+.PHONY: all build demo test deps lint unit test-privileged test-v2 leak-check bench clean
+
+all: build
+
+## build: the lamina binary (release) and the static hostile probe.
+build:
+	$(CARGO) build --release --locked --workspace
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p lamina-probe --target $(HOST)
+
+## demo: the main job: run the example function in a fresh execution environment.
+demo: build
+	@echo '$$ lamina run --code examples/hello --memory 256 --env NAME=lamina -- python3 /var/task/hello.py'
+	@$(LAMINA) run --code examples/hello --memory 256 --env NAME=lamina -- python3 /var/task/hello.py
+
+## deps: Debian packages the tests and benchmarks need.
+deps:
+	@missing=""; for p in gcc libc6-dev python3 jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+## test: the whole suite (unit, privileged on this host's cgroup layout, privileged in a pure
+## cgroup v2 guest, leak check).
+test: deps build lint unit test-privileged test-v2 leak-check
+	@echo "make test: all suites passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --locked --workspace --lib --bins
+
+## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
+test-privileged: build
+	tests/privileged.sh build
+	tests/privileged.sh run
+
+## test-v2: the same privileged tests inside a qemu guest with a pure cgroup v2 hierarchy.
+test-v2: build
+	tests/privileged.sh build
+	tests/vm/run.sh -- tests/privileged.sh run
+
+leak-check:
+	tests/leak-check.sh
+
+bench: deps build
+	benches/run.sh
+
+clean:
+	$(CARGO) clean

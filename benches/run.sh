@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, each against peers measured in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LAMINA_BIN="${LAMINA_BIN:-$PWD/target/release/lamina}"
+python3 benches/coldstart.py
