@@ -238,7 +238,7 @@ fn serve(main: Pid, sfd: &SignalFd, buf: &mut [u8]) -> Result<(), InitError> {
                 Some(ToInit::Signal(sig)) => {
                     let _ = nix::sys::signal::kill(main, Signal::try_from(sig).ok());
                 }
-                Some(ToInit::Start(_)) => return Err(InitError::Unexpected),
+                Some(ToInit::Start(_)) | Some(ToInit::Runtime(_)) => return Err(InitError::Unexpected),
             }
         }
     }

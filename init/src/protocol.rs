@@ -96,6 +96,9 @@ pub struct EnvConfig {
     /// cgroup v1: init was moved into its cgroups after clone and must create its own
     /// cgroup namespace now (on v2, clone3 already did both at once).
     pub unshare_cgroupns: bool,
+    /// Serve the Runtime API on [`RUNTIME_API_ADDR`] inside the env (`lamina serve`); the
+    /// function's process is then a runtime (bootstrap) that polls it for invocations.
+    pub runtime_api: bool,
 }
 
 /// Supervisor → init.
@@ -105,6 +108,8 @@ pub enum ToInit {
     Start(Box<EnvConfig>),
     /// Forward this signal to the function's process.
     Signal(i32),
+    /// Runtime API traffic (only when `EnvConfig::runtime_api` is set).
+    Runtime(ToRuntime),
 }
 
 /// How the function's process ended.
@@ -135,4 +140,58 @@ pub enum FromInit {
     },
     /// The function's process ended; init exits after sending this.
     Exited(ExitStatus),
+    /// Runtime API traffic (only when `EnvConfig::runtime_api` is set).
+    Runtime(FromRuntime),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invocations (`lamina serve`): the Runtime API 2018-06-01 that init serves inside the env.
+//
+// A message that carries a payload is one JSON datagram whose `payload_len` announces the bytes
+// that follow as raw datagrams of at most [`CHUNK`] bytes each (so payloads are never
+// re-encoded, and a 6 MB payload fits in any socket buffer).
+
+/// Largest raw payload datagram.
+pub const CHUNK: usize = 64 * 1024;
+
+/// The Runtime API listens here inside every env (`AWS_LAMBDA_RUNTIME_API`).
+pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+
+/// Maximum size of a function response (6 MiB + 100 B, as Lambda).
+pub const MAX_RESPONSE: usize = 6 * 1024 * 1024 + 100;
+
+/// An event for the runtime's pending (or next) `GET /runtime/invocation/next`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeHeader {
+    pub request_id: String,
+    /// Absolute deadline, Unix epoch milliseconds (`Lambda-Runtime-Deadline-Ms`).
+    pub deadline_ms: u64,
+    pub invoked_function_arn: String,
+    pub trace_id: Option<String>,
+    /// JSON text of the decoded `X-Amz-Client-Context`.
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+    pub payload_len: u64,
+}
+
+/// Supervisor → init, once the env runs a Runtime API client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToRuntime {
+    /// An invocation; `payload_len` raw bytes follow.
+    Invoke(InvokeHeader),
+}
+
+/// Init → supervisor: what the runtime did through the Runtime API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromRuntime {
+    /// The runtime called `/runtime/invocation/next` for the first time: Init is over.
+    Ready,
+    /// `POST /runtime/init/error`; `payload_len` raw bytes (the error body) follow.
+    InitError { error_type: Option<String>, payload_len: u64 },
+    /// `POST /runtime/invocation/{id}/response`; `payload_len` raw bytes follow.
+    Response { request_id: String, content_type: Option<String>, payload_len: u64 },
+    /// `POST /runtime/invocation/{id}/error`; `payload_len` raw bytes follow.
+    Error { request_id: String, error_type: Option<String>, payload_len: u64 },
+    /// The runtime tried to send a response over the size limit (it got 413).
+    ResponseTooLarge { request_id: String },
 }

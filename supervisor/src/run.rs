@@ -226,6 +226,7 @@ pub fn run(global: &Global, args: RunArgs) -> u8 {
         argv: args.command.clone(),
         env: function_env(&args.env),
         cwd: PathBuf::from("/var/task"),
+        runtime_api: false,
     };
     let env = match sandbox.start(&spec) {
         Ok(env) => env,

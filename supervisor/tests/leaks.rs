@@ -68,6 +68,7 @@ fn five_hundred_envs_leave_nothing_behind() {
         argv: vec!["/bin/true".into()],
         env: vec!["PATH=/usr/bin:/bin".into()],
         cwd: PathBuf::from("/var/task"),
+        runtime_api: false,
     };
     // Warm up allocator pools and lazily built state (skeleton) first.
     for _ in 0..20 {

@@ -113,6 +113,8 @@ pub struct EnvSpec {
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub cwd: PathBuf,
+    /// Serve the Runtime API inside the env (the command is a Lambda runtime's bootstrap).
+    pub runtime_api: bool,
 }
 
 /// One supervisor's sandbox machinery: its run directory (locked while it lives), cgroup
@@ -351,6 +353,7 @@ impl Sandbox {
                 writable: Vec::new(),
             },
             unshare_cgroupns: v1,
+            runtime_api: spec.runtime_api,
         };
         if let Err(e) = env.send(&ToInit::Start(Box::new(config))) {
             self.destroy(&env);
