@@ -39,6 +39,7 @@ lint:
 
 unit:
 	$(CARGO) test --release --locked --workspace --lib --bins
+	$(CARGO) test --release --locked -p lamina --test sigv4_vectors --test sigv4_errors --test sigv4_fuzz
 
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
 test-privileged: build
@@ -48,7 +49,7 @@ test-privileged: build
 ## test-v2: the same privileged tests inside a qemu guest with a pure cgroup v2 hierarchy.
 test-v2: build
 	tests/privileged.sh build
-	tests/vm/run.sh -- tests/privileged.sh run
+	LAMINA_LEAK_ENVS=$${LAMINA_LEAK_ENVS:-60} bash tests/vm/run.sh -- tests/privileged.sh run
 
 leak-check:
 	tests/leak-check.sh

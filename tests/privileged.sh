@@ -6,10 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 list=target/privileged-tests.list
+# The suites that need root and real kernel features (the rest run in `make unit`).
+suites='["env", "limits", "hostile", "leaks", "runtime_api"]'
 case "${1:-}" in
 build)
   cargo test --release --locked -p lamina --tests --no-run --message-format=json 2>/dev/null |
-    jq -r 'select(.reason == "compiler-artifact" and .profile.test == true and .target.kind == ["test"]) | .executable' >"$list"
+    jq -r --argjson suites "$suites" 'select(.reason == "compiler-artifact" and .profile.test == true
+      and .target.kind == ["test"] and (.target.name as $n | $suites | index($n))) | .executable' >"$list"
   echo "privileged test binaries: $(wc -l <"$list")"
   ;;
 run)

@@ -49,7 +49,7 @@ fn one_env(sb: &Sandbox, spec: &EnvSpec) {
 }
 
 #[test]
-fn five_hundred_envs_leave_nothing_behind() {
+fn many_envs_in_a_row_leave_nothing_behind() {
     require_root!();
     let _g = common::serial();
     let netns_before = net_namespaces();
@@ -75,7 +75,12 @@ fn five_hundred_envs_leave_nothing_behind() {
         one_env(&sb, &spec);
     }
     let (fds, rss) = (fd_count(), rss_kib());
-    for _ in 0..500 {
+    // 500 on real hosts; the emulated cgroup v2 guest runs fewer (its processes start ~50x slower).
+    let n: usize = std::env::var("LAMINA_LEAK_ENVS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    for _ in 0..n {
         one_env(&sb, &spec);
     }
     let (fds_after, rss_after) = (fd_count(), rss_kib());
@@ -98,7 +103,7 @@ fn five_hundred_envs_leave_nothing_behind() {
     );
     drop(sb);
     // ...and nothing at all once it is gone.
-    common::assert_no_leftovers("500 envs");
+    common::assert_no_leftovers("envs in a row");
     assert!(net_namespaces() <= netns_before, "network namespaces left");
-    eprintln!("500 envs: fds {fds} -> {fds_after}, RSS {rss} -> {rss_after} KiB");
+    eprintln!("{n} envs: fds {fds} -> {fds_after}, RSS {rss} -> {rss_after} KiB");
 }
