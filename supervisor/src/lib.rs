@@ -4,6 +4,8 @@
 //! the sandbox launcher. `lamina init` (the code in the `lamina-init` crate) runs as PID 1 of
 //! every execution environment.
 
+pub mod api;
 pub mod cli;
+pub mod registry;
 pub mod run;
 pub mod sandbox;
