@@ -12,20 +12,24 @@
 //! 4. cgroup v1 only: a new cgroup namespace, rooted at the env's own group.
 //! 5. the hostname set in the env's UTS namespace.
 //!
-//! Part 2 is [`rootfs`], part 3 is [`process`]; then `lo` is brought up and init serves.
+//! Part 2 is [`rootfs`], part 3 is [`process`]; `lo` is brought up and, for a Lambda runtime,
+//! the [`runtime_api`] listener bound before the function's process starts. Then init serves:
+//! one mio event loop over the control socket, the signalfd and the Runtime API.
 
 pub mod net;
 pub mod process;
 pub mod protocol;
 pub mod rootfs;
+pub mod runtime_api;
 pub mod seccomp;
 pub mod syscall;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -33,6 +37,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use protocol::{ExitStatus, FromInit, ToInit, CONTROL_FD, MAX_MESSAGE};
+use runtime_api::{Control, Incoming, RuntimeApi};
 
 /// Records how long each setup step took, in microseconds.
 pub struct Stopwatch<'a> {
@@ -67,14 +72,10 @@ pub enum InitError {
     Unexpected,
     #[error("signals: {0}")]
     Signals(#[source] io::Error),
+    #[error("event loop: {0}")]
+    Poll(#[source] io::Error),
     #[error("{0}")]
     Step(String),
-}
-
-fn control() -> BorrowedFd<'static> {
-    // SAFETY: fd CONTROL_FD is the control socket, placed there by the supervisor before exec
-    // and kept open for the whole life of init.
-    unsafe { BorrowedFd::borrow_raw(CONTROL_FD) }
 }
 
 /// Sends one message to the supervisor.
@@ -189,6 +190,20 @@ fn run() -> Result<(), InitError> {
         clock_start.elapsed().as_micros() as u64,
     ));
 
+    // The Runtime API listens before the runtime starts, so that its first request finds it.
+    let api = if cfg.runtime_api {
+        clock_start = Instant::now();
+        let api =
+            RuntimeApi::bind().map_err(|e| step_failed("runtime-api", e.to_string(), None))?;
+        steps.push((
+            "runtime-api".to_string(),
+            clock_start.elapsed().as_micros() as u64,
+        ));
+        Some(api)
+    } else {
+        None
+    };
+
     clock_start = Instant::now();
     let (pid, landlock) = process::spawn(&cfg.process)
         .map_err(|e| step_failed("spawn", e.to_string(), e.exec_code()))?;
@@ -202,46 +217,92 @@ fn run() -> Result<(), InitError> {
         landlock,
     })?;
 
-    serve(Pid::from_raw(pid), &sfd, &mut buf)
+    serve(Pid::from_raw(pid), &sfd, api)
 }
 
-/// Reaps children, forwards signals and control messages until the function's process ends.
-fn serve(main: Pid, sfd: &SignalFd, buf: &mut [u8]) -> Result<(), InitError> {
+const CONTROL: Token = Token(0);
+const SIGNALS: Token = Token(1);
+
+/// Reaps children, forwards signals and control messages, and serves the Runtime API (when
+/// `api` is set) until the function's process ends.
+///
+/// One edge-triggered mio loop: every source is read until it would block. Messages to the
+/// supervisor are queued and sent without blocking (see [`Control`]); only the final `Exited`
+/// waits until everything before it is sent.
+fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), InitError> {
+    let mut poll = Poll::new().map_err(InitError::Poll)?;
+    let registry = poll.registry().try_clone().map_err(InitError::Poll)?;
+    let both = Interest::READABLE | Interest::WRITABLE;
+    registry
+        .register(&mut SourceFd(&CONTROL_FD), CONTROL, both)
+        .map_err(InitError::Poll)?;
+    registry
+        .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
+        .map_err(InitError::Poll)?;
+    if let Some(api) = api.as_mut() {
+        api.register(&registry).map_err(InitError::Poll)?;
+    }
+    let mut control = Control::default();
+    let mut events = Events::with_capacity(64);
     loop {
-        let mut fds = [
-            PollFd::new(control(), PollFlags::POLLIN),
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(InitError::Control(e.into())),
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(InitError::Poll(e)),
         }
-        let control_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let signal_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-        if signal_ready {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let sig = info.ssi_signo as i32;
-                if sig == libc::SIGCHLD {
-                    if let Some(status) = reap(main) {
-                        tell(&FromInit::Exited(status))?;
-                        return Ok(());
+        for event in events.iter() {
+            match event.token() {
+                SIGNALS => {
+                    if let Some(status) = signals(main, sfd) {
+                        // Requests the runtime sent before it exited are reported first.
+                        if let Some(api) = api.as_mut() {
+                            api.drain(&registry, &mut control)?;
+                        }
+                        control.push(&FromInit::Exited(status), Vec::new())?;
+                        return control.flush(true);
                     }
-                } else {
-                    let _ = nix::sys::signal::kill(main, Signal::try_from(sig).ok());
+                }
+                CONTROL => loop {
+                    match control.receive()? {
+                        None => break,
+                        Some(Incoming::Closed) => return Ok(()),
+                        Some(Incoming::Message(ToInit::Signal(sig))) => forward(main, sig),
+                        Some(Incoming::Invoke(ev)) => match api.as_mut() {
+                            Some(api) => api.invoke(ev, &registry, &mut control)?,
+                            None => return Err(InitError::Unexpected),
+                        },
+                        Some(Incoming::Message(_)) => return Err(InitError::Unexpected),
+                    }
+                },
+                token => {
+                    if let Some(api) = api.as_mut() {
+                        api.ready(token, &registry, &mut control)?;
+                    }
                 }
             }
         }
-        if control_ready {
-            match hear(buf)? {
-                None => return Ok(()),
-                Some(ToInit::Signal(sig)) => {
-                    let _ = nix::sys::signal::kill(main, Signal::try_from(sig).ok());
-                }
-                Some(ToInit::Start(_)) | Some(ToInit::Runtime(_)) => return Err(InitError::Unexpected),
+        control.flush(false)?;
+    }
+}
+
+/// Reads the pending signals: reaps on SIGCHLD, forwards the others to the function's process.
+/// Returns the function's status once it has ended.
+fn signals(main: Pid, sfd: &SignalFd) -> Option<ExitStatus> {
+    while let Ok(Some(info)) = sfd.read_signal() {
+        let sig = info.ssi_signo as i32;
+        if sig == libc::SIGCHLD {
+            if let Some(status) = reap(main) {
+                return Some(status);
             }
+        } else {
+            forward(main, sig);
         }
     }
+    None
+}
+
+fn forward(main: Pid, sig: i32) {
+    let _ = nix::sys::signal::kill(main, Signal::try_from(sig).ok());
 }
 
 /// Reaps every exited child; returns the main process's status once it has ended.

@@ -187,11 +187,22 @@ pub enum FromRuntime {
     /// The runtime called `/runtime/invocation/next` for the first time: Init is over.
     Ready,
     /// `POST /runtime/init/error`; `payload_len` raw bytes (the error body) follow.
-    InitError { error_type: Option<String>, payload_len: u64 },
+    InitError {
+        error_type: Option<String>,
+        payload_len: u64,
+    },
     /// `POST /runtime/invocation/{id}/response`; `payload_len` raw bytes follow.
-    Response { request_id: String, content_type: Option<String>, payload_len: u64 },
+    Response {
+        request_id: String,
+        content_type: Option<String>,
+        payload_len: u64,
+    },
     /// `POST /runtime/invocation/{id}/error`; `payload_len` raw bytes follow.
-    Error { request_id: String, error_type: Option<String>, payload_len: u64 },
+    Error {
+        request_id: String,
+        error_type: Option<String>,
+        payload_len: u64,
+    },
     /// The runtime tried to send a response over the size limit (it got 413).
     ResponseTooLarge { request_id: String },
 }
