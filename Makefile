@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo test deps lint unit test-privileged test-v2 leak-check bench clean
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api test-privileged test-v2 leak-check bench clean
 
 all: build
 
@@ -16,21 +16,35 @@ build:
 	$(CARGO) build --release --locked --workspace
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p lamina-probe --target $(HOST)
 
-## demo: the main job: run the example function in a fresh execution environment.
-demo: build
+VENV := $(CURDIR)/.venv
+
+## demo: the main job: lamina serve on its defaults, a Python function deployed and invoked with
+## the AWS CLI.
+demo: build venv
+	@examples/demo.sh
+
+## demo-run: one command in a fresh execution environment (`lamina run`).
+demo-run: build
 	@echo '$$ lamina run --code examples/hello --memory 256 --env NAME=lamina -- python3 /var/task/hello.py'
 	@$(LAMINA) run --code examples/hello --memory 256 --env NAME=lamina -- python3 /var/task/hello.py
 
+## venv: the Python clients the tests and the demo use (boto3, the AWS CLI v1, pytest).
+venv: $(VENV)/.done
+$(VENV)/.done: tests/requirements.txt
+	/usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/requirements.txt
+	touch $@
+
 ## deps: Debian packages the tests and benchmarks need.
 deps:
-	@missing=""; for p in gcc libc6-dev python3 jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio; do \
+	@missing=""; for p in gcc libc6-dev python3 python3-venv jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 ## test: the whole suite (unit, privileged on this host's cgroup layout, privileged in a pure
 ## cgroup v2 guest, leak check).
-test: deps build lint unit test-privileged test-v2 leak-check
+test: deps build venv lint unit test-runtimes test-privileged test-api test-v2 leak-check
 	@echo "make test: all suites passed"
 
 lint:
@@ -41,6 +55,14 @@ unit:
 	$(CARGO) test --release --locked --workspace --lib --bins
 	$(CARGO) test --release --locked -p lamina --test sigv4_vectors --test sigv4_errors --test sigv4_fuzz
 
+## test-runtimes: the language bootstraps against a fake Runtime API.
+test-runtimes: venv
+	$(VENV)/bin/python -m pytest -q tests/runtimes
+
+## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root).
+test-api: build venv
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
+
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
 test-privileged: build
 	tests/privileged.sh build
@@ -49,7 +71,7 @@ test-privileged: build
 ## test-v2: the same privileged tests inside a qemu guest with a pure cgroup v2 hierarchy.
 test-v2: build
 	tests/privileged.sh build
-	LAMINA_LEAK_ENVS=$${LAMINA_LEAK_ENVS:-60} bash tests/vm/run.sh -- tests/privileged.sh run
+	LAMINA_LEAK_ENVS=$${LAMINA_LEAK_ENVS:-20} bash tests/vm/run.sh -- tests/privileged.sh run
 
 leak-check:
 	tests/leak-check.sh

@@ -36,6 +36,8 @@ pub struct Global {
 pub enum Command {
     /// Run a command in a fresh execution environment and exit with its status.
     Run(RunArgs),
+    /// Serve Lambda's API (functions, invocations) until SIGTERM.
+    Serve(crate::serve::ServeArgs),
     /// PID 1 of an execution environment (started by lamina itself).
     #[command(hide = true)]
     Init,
@@ -77,6 +79,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => ExitCode::from(crate::run::run(&cli.global, args)),
+        Command::Serve(args) => ExitCode::from(crate::serve::serve(&cli.global, args)),
         Command::Init => lamina_init::main(),
     }
 }

@@ -9,3 +9,5 @@ pub mod cli;
 pub mod registry;
 pub mod run;
 pub mod sandbox;
+pub mod scheduler;
+pub mod serve;

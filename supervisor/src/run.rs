@@ -227,6 +227,8 @@ pub fn run(global: &Global, args: RunArgs) -> u8 {
         env: function_env(&args.env),
         cwd: PathBuf::from("/var/task"),
         runtime_api: false,
+        runtime_dir: None,
+        stdout: None,
     };
     let env = match sandbox.start(&spec) {
         Ok(env) => env,

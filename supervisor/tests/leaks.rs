@@ -69,6 +69,8 @@ fn many_envs_in_a_row_leave_nothing_behind() {
         env: vec!["PATH=/usr/bin:/bin".into()],
         cwd: PathBuf::from("/var/task"),
         runtime_api: false,
+        runtime_dir: None,
+        stdout: None,
     };
     // Warm up allocator pools and lazily built state (skeleton) first.
     for _ in 0..20 {

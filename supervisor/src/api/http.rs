@@ -131,6 +131,8 @@ struct Conn {
     written: usize,
     busy: bool,
     close_after_write: bool,
+    /// The client shut down its sending side.
+    eof: bool,
     last_active: Instant,
 }
 
@@ -280,6 +282,7 @@ pub fn serve(
                                         written: 0,
                                         busy: false,
                                         close_after_write: false,
+                                        eof: false,
                                         last_active: Instant::now(),
                                     },
                                 );
@@ -316,7 +319,7 @@ pub fn serve(
                 c.busy = false;
                 c.outbuf = resp.serialize(keep_alive);
                 c.written = 0;
-                c.close_after_write = !keep_alive;
+                c.close_after_write = !keep_alive || c.eof;
                 close = flush(c);
                 if !close && c.written < c.outbuf.len() {
                     let _ = poll.registry().reregister(
@@ -443,7 +446,11 @@ fn on_ready(
         let mut buf = [0u8; 64 * 1024];
         loop {
             match c.stream.read(&mut buf) {
-                Ok(0) => return !c.busy || true,
+                Ok(0) => {
+                    // The client finished sending; answer what is in flight, then close.
+                    c.eof = true;
+                    return !c.busy;
+                }
                 Ok(n) => {
                     c.last_active = Instant::now();
                     c.inbuf.extend_from_slice(&buf[..n]);

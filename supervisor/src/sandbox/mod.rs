@@ -16,6 +16,7 @@
 //! group's stats, kill anything left in the group, remove the group.
 
 pub mod cgroup;
+pub mod invoke;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spawn;
@@ -102,7 +103,7 @@ impl Default for SandboxConfig {
 }
 
 /// What to run in an env.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EnvSpec {
     pub code: Option<PathBuf>,
     pub layers: Vec<PathBuf>,
@@ -115,6 +116,11 @@ pub struct EnvSpec {
     pub cwd: PathBuf,
     /// Serve the Runtime API inside the env (the command is a Lambda runtime's bootstrap).
     pub runtime_api: bool,
+    /// A managed runtime's files, bound read-only at /var/runtime.
+    pub runtime_dir: Option<PathBuf>,
+    /// Where the env's stdout and stderr go (stdin is then /dev/null); `None`: lamina's own
+    /// stdio, as `lamina run` wants.
+    pub stdout: Option<std::os::fd::RawFd>,
 }
 
 /// One supervisor's sandbox machinery: its run directory (locked while it lives), cgroup
@@ -303,8 +309,19 @@ impl Sandbox {
             .cgroups
             .clone_into(&cg)
             .map_err(|e| cleanup_cg(e.into()))?;
-        let spawned = spawn::clone_init(&self.image, theirs.as_raw_fd(), into.as_ref())
+        let devnull = match spec.stdout {
+            Some(_) => {
+                Some(File::open("/dev/null").map_err(|e| cleanup_cg(SandboxError::Clone(e)))?)
+            }
+            None => None,
+        };
+        let stdio = match (&devnull, spec.stdout) {
+            (Some(n), Some(out)) => Some((n.as_raw_fd(), out)),
+            _ => None,
+        };
+        let spawned = spawn::clone_init(&self.image, theirs.as_raw_fd(), into.as_ref(), stdio)
             .map_err(|e| cleanup_cg(SandboxError::Clone(e)))?;
+        drop(devnull);
         drop(theirs);
         drop(into);
         lap("clone", &mut timings);
@@ -337,7 +354,16 @@ impl Sandbox {
             rootfs: RootfsPlan {
                 mountpoint: self.dir.join("root"),
                 root_lowers: skel.root_lowers(&spec.base),
-                binds: skel.binds.clone(),
+                binds: {
+                    let mut b = skel.binds.clone();
+                    if let Some(rt) = &spec.runtime_dir {
+                        b.push(lamina_init::protocol::Bind {
+                            source: rt.clone(),
+                            target: PathBuf::from("/var/runtime"),
+                        });
+                    }
+                    b
+                },
                 code: spec.code.clone(),
                 layers: spec.layers.clone(),
                 tmp_size_mb: spec.tmp_mb,
@@ -370,12 +396,13 @@ impl Sandbox {
                 lap("init", &mut timings);
                 env.function_pid = pid;
                 env.landlock = landlock;
-                if let Err(e) =
-                    self.cgroups
-                        .set_cpu_quota(&cg, limits.cpu_quota_us, limits.cpu_period_us)
-                {
-                    self.destroy(&env);
-                    return Err(e.into());
+                // A runtime's Init runs unthrottled until its first /next (Lambda's Init boost):
+                // the scheduler applies the quota then, through `apply_cpu_quota`.
+                if !spec.runtime_api {
+                    if let Err(e) = self.apply_cpu_quota(&env) {
+                        self.destroy(&env);
+                        return Err(e);
+                    }
                 }
                 lap("cpu-quota", &mut timings);
                 timings.extend(steps.into_iter().map(|(n, us)| (format!("init:{n}"), us)));
@@ -405,9 +432,21 @@ impl Sandbox {
         }
     }
 
+    /// Applies the env's CPU quota (MemorySize/1769 vCPUs).
+    pub fn apply_cpu_quota(&self, env: &ExecutionEnvironment) -> Result<()> {
+        self.cgroups.set_cpu_quota(
+            &env.cgroup,
+            env.limits.cpu_quota_us,
+            env.limits.cpu_period_us,
+        )?;
+        Ok(())
+    }
+
     /// Kills an env, reaps init, reads its stats and removes its group.
     pub fn destroy(&self, env: &ExecutionEnvironment) -> Stats {
         let _ = spawn::pidfd_kill(&env.pidfd, libc::SIGKILL);
+        // A frozen env (cgroup v1 freezer) only dies once thawed.
+        let _ = self.cgroups.freeze(&env.cgroup, false);
         let _ = spawn::pidfd_reap(&env.pidfd, true);
         let stats = self.cgroups.stats(&env.cgroup);
         self.cgroups.kill_all(&env.cgroup);

@@ -74,12 +74,14 @@ pub struct Spawned {
 }
 
 /// Clones init into new namespaces (and, on v2, straight into its cgroup) and execs the memfd
-/// image as `lamina init` with `control` at fd 3. Between clone and exec the child makes only
+/// image as `lamina init` with `control` at fd 3 (and, given `stdio = (stdin, out)`, those as
+/// fd 0 and fds 1 and 2). Between clone and exec the child makes only
 /// raw, async-signal-safe syscalls on memory prepared here.
 pub fn clone_init(
     image: &InitImage,
     control: RawFd,
     cgroup: Option<&OwnedFd>,
+    stdio: Option<(RawFd, RawFd)>,
 ) -> io::Result<Spawned> {
     let argv_store = [
         CString::new("lamina").map_err(io::Error::other)?,
@@ -122,6 +124,11 @@ pub fn clone_init(
         // Child.
         // SAFETY: see above; only async-signal-safe syscalls, ending in execveat or _exit.
         unsafe {
+            if let Some((stdin, out)) = stdio {
+                libc::dup2(stdin, 0);
+                libc::dup2(out, 1);
+                libc::dup2(out, 2);
+            }
             if control == CONTROL_FD {
                 libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
             } else {

@@ -114,13 +114,28 @@ pub fn lamina_cgroups() -> Vec<PathBuf> {
     out
 }
 
-/// Mounts (in our mount namespace) whose mountpoint or source mentions lamina.
-pub fn lamina_mounts() -> Vec<String> {
+fn mounts_mentioning_lamina() -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("lamina"))
         .map(str::to_string)
+        .collect()
+}
+
+/// Mounts that mention lamina but were there before any test ran (e.g. the cgroup v2 guest's
+/// own shares), taken on the first call of [`serial`].
+fn baseline_mounts() -> &'static Vec<String> {
+    static BASE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BASE.get_or_init(mounts_mentioning_lamina)
+}
+
+/// Mounts (in our mount namespace) that mention lamina and were not there at the start.
+pub fn lamina_mounts() -> Vec<String> {
+    let base = baseline_mounts();
+    mounts_mentioning_lamina()
+        .into_iter()
+        .filter(|m| !base.contains(m))
         .collect()
 }
 
@@ -181,5 +196,7 @@ pub fn assert_no_leftovers(ctx: &str) {
 /// Serializes tests that check for leftovers (they must not see each other's envs).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    baseline_mounts();
+    g
 }

@@ -1,0 +1,742 @@
+//! The scheduler: warm envs per function configuration, cold starts, invocations, freezing,
+//! idle reaping, and each env's log stream.
+//!
+//! An invocation takes an idle env of its function's configuration (thawing it) or starts one
+//! (Init: until the runtime's first `/next`, at most 10 s), sends the event, waits for the
+//! response until the function's timeout, then freezes the env and puts it back. An env that
+//! timed out, crashed, ran out of memory or failed its Init is destroyed, never reused.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lamina_init::protocol::{ExitStatus, InvokeHeader};
+use serde_json::json;
+
+use crate::api::lambda::civil_from_days;
+use crate::registry::{Registry, StoredFunction};
+use crate::sandbox::invoke::EnvEvent;
+use crate::sandbox::rootfs::Base;
+use crate::sandbox::{EnvSpec, ExecutionEnvironment, Sandbox, SandboxError};
+
+/// Lambda's Init phase limit.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub invoked_arn: String,
+    pub payload: Vec<u8>,
+    pub client_context: Option<String>,
+    pub tail: bool,
+}
+
+pub enum Outcome {
+    Response {
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
+    FunctionError {
+        body: Vec<u8>,
+    },
+    Throttled(&'static str),
+    ServiceError(String),
+}
+
+pub struct InvokeOutcome {
+    pub result: Outcome,
+    /// The last 4 KB of the invocation's log, when Tail was asked for.
+    pub log_tail: Option<Vec<u8>>,
+}
+
+/// One env's log stream: a file under the state dir, fed by the env's stdout/stderr pipe.
+pub struct LogStream {
+    pub group: String,
+    pub name: String,
+    file: Mutex<File>,
+    /// Output of the current invocation (for `X-Amz-Log-Result`).
+    current: Mutex<Vec<u8>>,
+    pipe: Mutex<Option<File>>,
+    /// The env's output after its last newline (a line is logged once complete).
+    partial: Mutex<Vec<u8>>,
+}
+
+fn utc_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+impl LogStream {
+    /// Appends text (already line-structured) with a timestamp per line.
+    pub fn write(&self, text: &[u8]) {
+        let ts = utc_now();
+        let mut out = Vec::with_capacity(text.len() + 32);
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(ts.as_bytes());
+            out.push(b'\t');
+            out.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.write_all(&out);
+        }
+        if let Ok(mut c) = self.current.lock() {
+            c.extend_from_slice(text);
+            if !text.ends_with(b"\n") {
+                c.push(b'\n');
+            }
+            // Keep what Tail can return plus slack.
+            if c.len() > 64 * 1024 {
+                let cut = c.len() - 8192;
+                c.drain(..cut);
+            }
+        }
+    }
+
+    /// Reads whatever the env wrote so far (non-blocking) into the stream.
+    pub fn drain(&self) {
+        let mut guard = match self.pipe.lock() {
+            Ok(g) => g,
+            Err(_) => return,
+        };
+        let Some(p) = guard.as_mut() else { return };
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match p.read(&mut buf) {
+                Ok(0) => {
+                    *guard = None;
+                    return;
+                }
+                Ok(n) => self.output(&buf[..n]),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Function output: complete lines are logged, the rest waits for its newline.
+    fn output(&self, data: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        partial.extend_from_slice(data);
+        if let Some(last_nl) = partial.iter().rposition(|&b| b == b'\n') {
+            let lines: Vec<u8> = partial.drain(..=last_nl).collect();
+            drop(partial);
+            self.write(&lines);
+        }
+    }
+
+    /// Logs output still waiting for a newline (at the end of an invocation).
+    fn flush_partial(&self) {
+        let rest: Vec<u8> =
+            std::mem::take(&mut *self.partial.lock().unwrap_or_else(|e| e.into_inner()));
+        if !rest.is_empty() {
+            self.write(&rest);
+        }
+    }
+
+    fn begin(&self) {
+        self.drain();
+        if let Ok(mut c) = self.current.lock() {
+            c.clear();
+        }
+    }
+
+    fn tail(&self) -> Vec<u8> {
+        let c = self.current.lock().map(|c| c.clone()).unwrap_or_default();
+        let start = c.len().saturating_sub(4096);
+        c[start..].to_vec()
+    }
+}
+
+struct WarmEnv {
+    env: ExecutionEnvironment,
+    log: Arc<LogStream>,
+    idle_since: Instant,
+}
+
+pub struct Scheduler {
+    sandbox: Arc<Sandbox>,
+    registry: Arc<Registry>,
+    state_dir: PathBuf,
+    region: String,
+    idle: Mutex<HashMap<String, Vec<WarmEnv>>>,
+    idle_timeout: Duration,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // SAFETY: getrandom into a buffer of the given length.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    hex::encode(b)
+}
+
+fn error_body(error_type: &str, message: String) -> Vec<u8> {
+    json!({"errorType": error_type, "errorMessage": message})
+        .to_string()
+        .into_bytes()
+}
+
+/// The Python bootstrap, embedded so that the single binary is self-contained.
+const PYTHON_RUNTIME: &[(&str, &str)] = &[
+    ("bootstrap", include_str!("../../rootfs/python/bootstrap")),
+    (
+        "bootstrap.py",
+        include_str!("../../rootfs/python/bootstrap.py"),
+    ),
+    (
+        "lambda_runtime_lamina/__init__.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/__init__.py"),
+    ),
+    (
+        "lambda_runtime_lamina/runtime.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/runtime.py"),
+    ),
+    (
+        "lambda_runtime_lamina/rapid.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/rapid.py"),
+    ),
+    (
+        "lambda_runtime_lamina/codec.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/codec.py"),
+    ),
+    (
+        "lambda_runtime_lamina/context.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/context.py"),
+    ),
+    (
+        "lambda_runtime_lamina/logs.py",
+        include_str!("../../rootfs/python/lambda_runtime_lamina/logs.py"),
+    ),
+];
+
+/// Writes the embedded runtimes under `<state>/runtimes/` (read-only trees).
+pub fn install_runtimes(state_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = state_dir.join("runtimes/python3.11");
+    for (name, content) in PYTHON_RUNTIME {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if fs::read_to_string(&p).ok().as_deref() != Some(*content) {
+            let tmp = p.with_extension("tmp");
+            fs::write(&tmp, content)?;
+            fs::set_permissions(
+                &tmp,
+                fs::Permissions::from_mode(if *name == "bootstrap" { 0o555 } else { 0o444 }),
+            )?;
+            fs::rename(&tmp, &p)?;
+        }
+    }
+    Ok(())
+}
+
+impl Scheduler {
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        registry: Arc<Registry>,
+        state_dir: PathBuf,
+        region: String,
+        idle_timeout: Duration,
+    ) -> Arc<Scheduler> {
+        let s = Arc::new(Scheduler {
+            sandbox,
+            registry,
+            state_dir,
+            region,
+            idle: Mutex::new(HashMap::new()),
+            idle_timeout,
+        });
+        let weak = Arc::downgrade(&s);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            match weak.upgrade() {
+                Some(s) => s.reap_idle(),
+                None => return,
+            }
+        });
+        s
+    }
+
+    fn key(f: &StoredFunction) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}",
+            f.name,
+            f.code_hex,
+            f.config["RevisionId"].as_str().unwrap_or("")
+        )
+    }
+
+    fn reap_idle(&self) {
+        let expired: Vec<WarmEnv> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            for envs in idle.values_mut() {
+                let (old, keep): (Vec<WarmEnv>, Vec<WarmEnv>) = envs
+                    .drain(..)
+                    .partition(|w| w.idle_since.elapsed() > self.idle_timeout);
+                *envs = keep;
+                out.extend(old);
+            }
+            idle.retain(|_, v| !v.is_empty());
+            out
+        };
+        for w in expired {
+            self.sandbox.destroy(&w.env);
+        }
+    }
+
+    /// Destroys every idle env of a function (deleted or changed).
+    pub fn retire(&self, name: &str) {
+        let gone: Vec<WarmEnv> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> = idle
+                .keys()
+                .filter(|k| k.split('\u{0}').next() == Some(name))
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .flat_map(|k| idle.remove(&k).unwrap_or_default())
+                .collect()
+        };
+        for w in gone {
+            self.sandbox.destroy(&w.env);
+        }
+    }
+
+    /// Destroys every idle env (shutdown).
+    pub fn shutdown(&self) {
+        let all: Vec<WarmEnv> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain().flat_map(|(_, v)| v).collect()
+        };
+        for w in all {
+            self.sandbox.destroy(&w.env);
+        }
+    }
+
+    fn env_vars(&self, f: &StoredFunction, log: &LogStream) -> Vec<String> {
+        let c = &f.config;
+        let runtime = c["Runtime"].as_str().unwrap_or("provided");
+        let mut vars: Vec<(String, String)> = vec![
+            ("PATH".into(), "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
+            ("LD_LIBRARY_PATH".into(), "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into()),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+        ];
+        if let Some(env) = c["Environment"]["Variables"].as_object() {
+            for (k, v) in env {
+                vars.retain(|(n, _)| n != k);
+                vars.push((k.clone(), v.as_str().unwrap_or("").to_string()));
+            }
+        }
+        let mut reserved = vec![
+            ("_HANDLER", c["Handler"].as_str().unwrap_or("").to_string()),
+            ("AWS_REGION", self.region.clone()),
+            ("AWS_DEFAULT_REGION", self.region.clone()),
+            ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                c["MemorySize"].as_i64().unwrap_or(128).to_string(),
+            ),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", log.group.clone()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", log.name.clone()),
+            (
+                "AWS_LAMBDA_RUNTIME_API",
+                lamina_init::protocol::RUNTIME_API_ADDR.to_string(),
+            ),
+            ("LAMBDA_TASK_ROOT", "/var/task".to_string()),
+            ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_string()),
+        ];
+        if !runtime.starts_with("provided") {
+            reserved.push(("AWS_EXECUTION_ENV", format!("AWS_Lambda_{runtime}")));
+        }
+        for (k, v) in reserved {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_string(), v));
+        }
+        vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    fn new_log(&self, f: &StoredFunction) -> std::io::Result<(Arc<LogStream>, OwnedFd)> {
+        let group = f.config["LoggingConfig"]["LogGroup"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("/aws/lambda/{}", f.name));
+        let day = utc_now();
+        let name = format!(
+            "{}/{}/{}/[$LATEST]{}",
+            &day[0..4],
+            &day[5..7],
+            &day[8..10],
+            random_hex(16)
+        );
+        let path = self
+            .state_dir
+            .join("logs")
+            .join(group.trim_start_matches('/'))
+            .join(format!("{name}.log"));
+        if let Some(p) = path.parent() {
+            fs::create_dir_all(p)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        // The env's end blocks normally; ours is read without blocking.
+        // SAFETY: fcntl on the write end we own.
+        unsafe {
+            let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        let log = Arc::new(LogStream {
+            group,
+            name,
+            file: Mutex::new(file),
+            current: Mutex::new(Vec::new()),
+            pipe: Mutex::new(Some(File::from(r))),
+            partial: Mutex::new(Vec::new()),
+        });
+        // A reader keeps the pipe drained so a chatty function never blocks on its stdout.
+        let weak = Arc::downgrade(&log);
+        std::thread::spawn(move || loop {
+            let Some(l) = weak.upgrade() else { return };
+            let fd = match l.pipe.lock() {
+                Ok(g) => match g.as_ref() {
+                    Some(p) => p.as_raw_fd(),
+                    None => return,
+                },
+                Err(_) => return,
+            };
+            drop(l);
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one pollfd for at most 200 ms; the fd stays open while the stream
+            // lives (checked again below under the lock).
+            unsafe { libc::poll(&mut pfd, 1, 200) };
+            match weak.upgrade() {
+                Some(l) => l.drain(),
+                None => return,
+            }
+        });
+        Ok((log, w))
+    }
+
+    fn cold_start(&self, f: &StoredFunction) -> Result<(WarmEnv, Duration), Outcome> {
+        let t0 = Instant::now();
+        let c = &f.config;
+        let runtime = c["Runtime"].as_str().unwrap_or("provided");
+        let (log, log_w) = self
+            .new_log(f)
+            .map_err(|e| Outcome::ServiceError(format!("log stream: {e}")))?;
+        let (argv, runtime_dir) = if runtime.starts_with("python") {
+            (
+                vec![
+                    "/usr/bin/python3".to_string(),
+                    "/var/runtime/bootstrap".to_string(),
+                ],
+                Some(self.state_dir.join("runtimes/python3.11")),
+            )
+        } else {
+            (vec!["/var/task/bootstrap".to_string()], None)
+        };
+        let spec = EnvSpec {
+            code: Some(self.registry.code_dir(&f.code_hex)),
+            layers: Vec::new(),
+            base: Base::Host,
+            memory_mb: c["MemorySize"].as_u64().unwrap_or(128),
+            tmp_mb: c["EphemeralStorage"]["Size"].as_u64().unwrap_or(512),
+            pids: 1024,
+            argv,
+            env: self.env_vars(f, &log),
+            cwd: PathBuf::from("/var/task"),
+            runtime_api: true,
+            runtime_dir,
+            stdout: Some(log_w.as_raw_fd()),
+        };
+        let started = self.sandbox.start(&spec);
+        drop(log_w);
+        let env = match started {
+            Ok(env) => env,
+            Err(SandboxError::Setup {
+                step,
+                error,
+                exec_code: Some(_),
+            }) => {
+                log.write(format!("Error: {error} ({step})\n").as_bytes());
+                return Err(Outcome::FunctionError {
+                    body: error_body(
+                        "Runtime.InvalidEntrypoint",
+                        format!("RequestId: Error: {error}"),
+                    ),
+                });
+            }
+            Err(e) => return Err(Outcome::ServiceError(format!("starting an env: {e}"))),
+        };
+        let w = WarmEnv {
+            env,
+            log,
+            idle_since: Instant::now(),
+        };
+        match w.env.wait_ready(Some(t0 + INIT_TIMEOUT)) {
+            Ok(Some(EnvEvent::Ready)) => match self.sandbox.apply_cpu_quota(&w.env) {
+                Ok(()) => Ok((w, t0.elapsed())),
+                Err(e) => {
+                    self.sandbox.destroy(&w.env);
+                    Err(Outcome::ServiceError(format!("cpu quota: {e}")))
+                }
+            },
+            other => {
+                let init_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let (etype, body) = match other {
+                    Ok(Some(EnvEvent::InitError { error_type, body })) => {
+                        let t = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
+                        (t, body)
+                    }
+                    Ok(Some(EnvEvent::Exited(st))) => {
+                        let msg = exit_message(st);
+                        (
+                            "Runtime.ExitError".to_string(),
+                            error_body("Runtime.ExitError", format!("RequestId: Error: {msg}")),
+                        )
+                    }
+                    Ok(None) => (
+                        "Sandbox.Timedout".to_string(),
+                        error_body(
+                            "Sandbox.Timedout",
+                            "Error: Init timed out after 10.00 seconds".into(),
+                        ),
+                    ),
+                    _ => (
+                        "Runtime.Unknown".to_string(),
+                        error_body(
+                            "Runtime.Unknown",
+                            "Error: the runtime failed during Init".into(),
+                        ),
+                    ),
+                };
+                w.log.drain();
+                w.log.write(format!("INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {etype}\n").as_bytes());
+                self.sandbox.destroy(&w.env);
+                Err(Outcome::FunctionError { body })
+            }
+        }
+    }
+
+    /// Runs one synchronous invocation.
+    pub fn invoke(&self, f: &StoredFunction, req: InvokeRequest) -> InvokeOutcome {
+        let key = Scheduler::key(f);
+        let warm = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.get_mut(&key).and_then(Vec::pop)
+        };
+        let (w, init) = match warm {
+            Some(w) => {
+                if let Err(e) = self.sandbox.cgroups.freeze(&w.env.cgroup, false) {
+                    self.sandbox.destroy(&w.env);
+                    return InvokeOutcome {
+                        result: Outcome::ServiceError(format!("thaw: {e}")),
+                        log_tail: None,
+                    };
+                }
+                (w, None)
+            }
+            None => match self.cold_start(f) {
+                Ok((w, d)) => (w, Some(d)),
+                Err(o) => {
+                    return InvokeOutcome {
+                        result: o,
+                        log_tail: None,
+                    }
+                }
+            },
+        };
+        let timeout = Duration::from_secs(f.config["Timeout"].as_u64().unwrap_or(3));
+        let start = Instant::now();
+        let deadline_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            + timeout;
+        w.log.begin();
+        w.log
+            .write(format!("START RequestId: {} Version: $LATEST\n", req.request_id).as_bytes());
+        let header = InvokeHeader {
+            request_id: req.request_id.clone(),
+            deadline_ms: deadline_ms.as_millis() as u64,
+            invoked_function_arn: req.invoked_arn.clone(),
+            trace_id: Some(format!(
+                "Root=1-{:08x}-{};Parent={};Sampled=0",
+                deadline_ms.as_secs() as u32,
+                random_hex(12),
+                random_hex(8)
+            )),
+            client_context: req.client_context.clone(),
+            cognito_identity: None,
+            payload_len: 0,
+        };
+        let mut reuse = true;
+        let result = match w.env.send_invoke(header, &req.payload) {
+            Err(e) => {
+                reuse = false;
+                Outcome::ServiceError(format!("sending the event: {e}"))
+            }
+            Ok(()) => loop {
+                match w.env.recv_event(Some(start + timeout)) {
+                    Ok(Some(EnvEvent::Response {
+                        request_id,
+                        content_type,
+                        body,
+                    })) if request_id == req.request_id => {
+                        break Outcome::Response { content_type, body };
+                    }
+                    Ok(Some(EnvEvent::Error {
+                        request_id, body, ..
+                    })) if request_id == req.request_id => {
+                        break Outcome::FunctionError { body };
+                    }
+                    Ok(Some(EnvEvent::ResponseTooLarge { .. })) => {
+                        reuse = false;
+                        break Outcome::FunctionError {
+                            body: error_body("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size (6291556 bytes).".into()),
+                        };
+                    }
+                    Ok(Some(EnvEvent::Exited(st))) => {
+                        reuse = false;
+                        let stats = self.sandbox.cgroups.stats(&w.env.cgroup);
+                        if stats.oom_kills > 0 {
+                            break Outcome::FunctionError {
+                                body: error_body("Runtime.OutOfMemory", format!("RequestId: {} Error: Runtime exited with error: signal: killed", req.request_id)),
+                            };
+                        }
+                        break Outcome::FunctionError {
+                            body: error_body(
+                                "Runtime.ExitError",
+                                format!(
+                                    "RequestId: {} Error: {}",
+                                    req.request_id,
+                                    exit_message(st)
+                                ),
+                            ),
+                        };
+                    }
+                    Ok(Some(EnvEvent::Gone)) | Err(_) => {
+                        reuse = false;
+                        break Outcome::FunctionError {
+                            body: error_body("Runtime.ExitError", format!("RequestId: {} Error: Runtime exited without providing a reason", req.request_id)),
+                        };
+                    }
+                    Ok(None) => {
+                        reuse = false;
+                        w.log.write(
+                            format!(
+                                "{} {} Task timed out after {:.2} seconds\n",
+                                utc_now(),
+                                req.request_id,
+                                timeout.as_secs_f64()
+                            )
+                            .as_bytes(),
+                        );
+                        break Outcome::FunctionError {
+                            body: error_body(
+                                "Sandbox.Timedout",
+                                format!(
+                                    "RequestId: {} Error: Task timed out after {:.2} seconds",
+                                    req.request_id,
+                                    timeout.as_secs_f64()
+                                ),
+                            ),
+                        };
+                    }
+                    Ok(Some(_)) => continue,
+                }
+            },
+        };
+        let duration = start.elapsed();
+        let stats = self.sandbox.cgroups.stats(&w.env.cgroup);
+        w.log.drain();
+        w.log.flush_partial();
+        w.log
+            .write(format!("END RequestId: {}\n", req.request_id).as_bytes());
+        let ms = duration.as_secs_f64() * 1000.0;
+        let mut report = format!(
+            "REPORT RequestId: {}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            req.request_id,
+            ms.ceil() as u64,
+            w.env.limits.memory_bytes >> 20,
+            stats.memory_peak_bytes.div_ceil(1 << 20),
+        );
+        if let Some(d) = init {
+            report.push_str(&format!(
+                "Init Duration: {:.2} ms\t",
+                d.as_secs_f64() * 1000.0
+            ));
+        }
+        report.push('\n');
+        w.log.write(report.as_bytes());
+        let log_tail = req.tail.then(|| w.log.tail());
+        if reuse && self.sandbox.cgroups.freeze(&w.env.cgroup, true).is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.entry(key).or_default().push(WarmEnv {
+                idle_since: Instant::now(),
+                ..w
+            });
+        } else {
+            self.sandbox.destroy(&w.env);
+        }
+        InvokeOutcome { result, log_tail }
+    }
+
+    /// Idle envs per function (for status and tests).
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+fn exit_message(st: ExitStatus) -> String {
+    match st {
+        ExitStatus::Code(0) => "Runtime exited without providing a reason".to_string(),
+        ExitStatus::Code(c) => format!("Runtime exited with error: exit status {c}"),
+        ExitStatus::Signal(s) => {
+            let name = match s {
+                9 => "killed",
+                11 => "segmentation fault",
+                6 => "aborted",
+                15 => "terminated",
+                _ => "",
+            };
+            if name.is_empty() {
+                format!("Runtime exited with error: signal {s}")
+            } else {
+                format!("Runtime exited with error: signal: {name}")
+            }
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
