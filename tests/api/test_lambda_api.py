@@ -280,3 +280,40 @@ def test_aws_cli(server, lam, tmp_path):
     assert out.returncode != 0 and "ResourceNotFoundException" in out.stderr
     out = subprocess.run(aws + ["lambda", "delete-function", "--function-name", "cli-fn"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_awslambdaric_as_custom_runtime(lam, tmp_path):
+    """AWS's own Python runtime interface client (PyPI awslambdaric) as the function's runtime."""
+    import sys
+    pkg = tmp_path / "pkg"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(pkg),
+                        "--python-version", "3.11", "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
+                        "awslambdaric==4.2.2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = {"bootstrap": "#!/bin/sh\nexport PYTHONPATH=/var/task\nexec /usr/bin/python3 -m awslambdaric \"$_HANDLER\"\n",
+             "ric_app.py": "def handler(event, context):\n    return {'ric': event, 'id': context.aws_request_id,"
+                           " 'left': context.get_remaining_time_in_millis() > 0}\n"
+                           "def fail(event, context):\n    raise KeyError('k')\n"}
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o755 if name == "bootstrap" else 0o644) << 16
+            z.writestr(info, content)
+        for p in pkg.rglob("*"):
+            if p.is_file():
+                info = zipfile.ZipInfo(str(p.relative_to(pkg)))
+                info.external_attr = (p.stat().st_mode & 0o777) << 16
+                z.writestr(info, p.read_bytes())
+    lam.create_function(FunctionName="ric", Runtime="provided.al2023", Role=ROLE, Handler="ric_app.handler",
+                        Code={"ZipFile": b.getvalue()}, MemorySize=256, Timeout=10)
+    for i in range(2):
+        r = lam.invoke(FunctionName="ric", Payload=json.dumps({"n": i}))
+        out = json.loads(r["Payload"].read())
+        assert "FunctionError" not in r, out
+        assert out["ric"] == {"n": i} and out["left"] is True
+    lam.create_function(FunctionName="ric-fail", Runtime="provided.al2023", Role=ROLE, Handler="ric_app.fail",
+                        Code={"ZipFile": b.getvalue()}, MemorySize=256, Timeout=10)
+    r = lam.invoke(FunctionName="ric-fail")
+    err = json.loads(r["Payload"].read())
+    assert r["FunctionError"] == "Unhandled" and err["errorType"] == "KeyError"
