@@ -63,11 +63,10 @@ pub const PROC_MASKED_FILES: &[&str] = &[
     "kpageflags",
     "kpagecgroup",
     "config.gz",
-    "sysrq-trigger",
 ];
 pub const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "driver"];
 /// Paths inside /proc made read-only.
-pub const PROC_READONLY: &[&str] = &["sys", "irq", "bus", "fs"];
+pub const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// Character devices created in the env's /dev: (name, major, minor).
 pub const DEVICES: &[(&str, u64, u64)] = &[

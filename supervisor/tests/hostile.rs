@@ -119,6 +119,10 @@ fn run_probe(extra: &[&str]) {
         "--host-port".to_owned(),
         loopback.local_addr().unwrap().port().to_string(),
     ];
+    // The emulated cgroup v2 guest reads the host's / over 9p: walk less of it there.
+    if let Ok(limit) = std::env::var("LAMINA_PROBE_WALK_LIMIT") {
+        probe_args.extend(["--walk-limit".to_owned(), limit]);
+    }
     let outside = host_ipv4().and_then(|ip| TcpListener::bind((ip, 0)).ok());
     if let Some(l) = &outside {
         let addr: SocketAddr = l.local_addr().unwrap();

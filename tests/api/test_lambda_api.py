@@ -317,3 +317,60 @@ def test_awslambdaric_as_custom_runtime(lam, tmp_path):
     r = lam.invoke(FunctionName="ric-fail")
     err = json.loads(r["Payload"].read())
     assert r["FunctionError"] == "Unhandled" and err["errorType"] == "KeyError"
+
+
+CONCURRENT = mkzip({"app.py": """
+import time, os
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"pid_ns_inode": os.stat('/proc/self/ns/pid').st_ino, "boot": open('/proc/self/stat').read().split()[21]}
+
+def hog(event, context):
+    b = []
+    while True:
+        b.append(bytearray(1 << 20))
+"""})
+
+
+def test_concurrent_invokes_get_separate_envs(lam):
+    import concurrent.futures
+    import time
+    create(lam, "conc", CONCURRENT, Timeout=10)
+    t = time.time()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda i: json.loads(lam.invoke(FunctionName="conc", Payload=json.dumps({"sleep": 1.5}))["Payload"].read()), range(4)))
+    elapsed = time.time() - t
+    # Four envs ran side by side: not serialized behind one (that would take >= 6 s).
+    assert elapsed < 5.5, elapsed
+    assert len({o["pid_ns_inode"] for o in outs}) == 4, outs
+
+
+def test_oom_is_reported(lam):
+    create(lam, "oom", CONCURRENT, Handler="app.hog", MemorySize=128, Timeout=20)
+    r = lam.invoke(FunctionName="oom")
+    err = json.loads(r["Payload"].read())
+    assert r["FunctionError"] == "Unhandled" and err["errorType"] == "Runtime.OutOfMemory", err
+    # The failed env is not reused: the next invoke starts a fresh one and fails the same way.
+    r = lam.invoke(FunctionName="oom")
+    assert json.loads(r["Payload"].read())["errorType"] == "Runtime.OutOfMemory"
+
+
+def test_names_with_invalid_utf8_and_odd_paths(server, lam):
+    import http.client
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    keys = dict(l.split(" = ", 1) for l in open(server.credentials).read().splitlines() if " = " in l)
+    creds = Credentials(keys["aws_access_key_id"], keys["aws_secret_access_key"])
+    for path in ["/2015-03-31/functions/%ff%fe", "/2015-03-31/functions/a%00b", "/2015-03-31/functions/" + "a" * 300,
+                 "/2015-03-31/functions/..%2F..%2Fetc", "/2015-03-31/nothing-here"]:
+        req = AWSRequest(method="GET", url=server.endpoint + path)
+        SigV4Auth(creds, "lambda", "us-east-1").add_auth(req)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port)
+        conn.request("GET", path, headers=dict(req.headers))
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status in (400, 403, 404), (path, r.status, body)
+        assert r.getheader("x-amzn-ErrorType"), (path, body)
+        json.loads(body)
+    assert "Functions" in lam.list_functions()

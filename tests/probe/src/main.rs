@@ -240,6 +240,9 @@ fn reap_if_forked(rc: libc::c_long) {
 struct Args {
     host_ports: Vec<u16>,
     host_addrs: Vec<SocketAddr>,
+    /// Entries the walk for a `lamina` file visits at most (default 200,000; the emulated
+    /// cgroup v2 guest passes fewer).
+    walk_limit: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -258,9 +261,14 @@ fn parse_args() -> Result<Args, String> {
                 args.host_addrs
                     .push(v.parse().map_err(|_| format!("bad IP:PORT {v:?}"))?);
             }
+            "--walk-limit" => {
+                let v = value("--walk-limit")?;
+                args.walk_limit = Some(v.parse().map_err(|_| format!("bad number {v:?}"))?);
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: lamina-probe [--host-port N]... [--host-addr IP:PORT]...".into(),
+                    "usage: lamina-probe [--host-port N]... [--host-addr IP:PORT]... [--walk-limit N]"
+                        .into(),
                 )
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -1024,8 +1032,7 @@ fn lamina_exe(r: &mut Report) {
 }
 
 /// Bounded walk of `/` (skipping /proc, /sys, /dev) for a file named `lamina`.
-fn lamina_on_disk(r: &mut Report) {
-    const MAX_ENTRIES: usize = 200_000;
+fn lamina_on_disk(r: &mut Report, max_entries: usize) {
     const MAX_DEPTH: usize = 12;
     let mut stack: Vec<(PathBuf, usize)> = vec![(PathBuf::from("/"), 0)];
     let (mut seen, mut found) = (0usize, Vec::new());
@@ -1035,7 +1042,7 @@ fn lamina_on_disk(r: &mut Report) {
         };
         for entry in entries.flatten() {
             seen += 1;
-            if seen > MAX_ENTRIES {
+            if seen > max_entries {
                 break;
             }
             let path = entry.path();
@@ -1513,7 +1520,7 @@ fn main() -> ExitCode {
     process_vm_readv_init(r);
     host_processes(r);
     lamina_exe(r);
-    lamina_on_disk(r);
+    lamina_on_disk(r, args.walk_limit.unwrap_or(200_000));
 
     setuid_root(r);
     capset_raise(r);
