@@ -71,7 +71,7 @@ test-privileged: build
 ## test-v2: the same privileged tests inside a qemu guest with a pure cgroup v2 hierarchy.
 test-v2: build
 	tests/privileged.sh build
-	LAMINA_LEAK_ENVS=$${LAMINA_LEAK_ENVS:-20} LAMINA_PROBE_WALK_LIMIT=$${LAMINA_PROBE_WALK_LIMIT:-3000} bash tests/vm/run.sh -- tests/privileged.sh run
+	LAMINA_LEAK_ENVS=$${LAMINA_LEAK_ENVS:-10} LAMINA_PROBE_WALK_LIMIT=$${LAMINA_PROBE_WALK_LIMIT:-3000} bash tests/vm/run.sh -- tests/privileged.sh run
 
 leak-check:
 	tests/leak-check.sh

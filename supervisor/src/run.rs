@@ -166,6 +166,8 @@ struct StatsFile<'a> {
     cpu_period_us: u64,
     pids_limit: u64,
     timed_out: bool,
+    /// CPU time used once the quota applied (the setup before it runs unthrottled).
+    cpu_usage_under_quota_usec: u64,
     #[serde(flatten)]
     stats: Stats,
     timings_us: Vec<(String, u64)>,
@@ -271,6 +273,10 @@ pub fn run(global: &Global, args: RunArgs) -> u8 {
             cpu_period_us: env.limits.cpu_period_us,
             pids_limit: env.limits.pids,
             timed_out: matches!(outcome, Outcome::TimedOut),
+            cpu_usage_under_quota_usec: stats.cpu_usage_usec.saturating_sub(
+                env.cpu_usage_at_quota_usec
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
             stats,
             timings_us: timings,
         };

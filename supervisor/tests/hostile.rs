@@ -19,21 +19,28 @@ fn probe_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("LAMINA_PROBE") {
         return PathBuf::from(p);
     }
-    let lamina = Path::new(env!("CARGO_BIN_EXE_lamina"));
-    let sibling = lamina.with_file_name("lamina-probe");
-    if sibling.exists() {
-        return sibling;
-    }
+    // The static build (`make build`), which also runs over an empty base.
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join("target")
+        .join("target");
+    let static_probe = root
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
         .join(profile)
-        .join("lamina-probe")
+        .join("lamina-probe");
+    if static_probe.exists() {
+        return static_probe;
+    }
+    let lamina = Path::new(env!("CARGO_BIN_EXE_lamina"));
+    let sibling = lamina.with_file_name("lamina-probe");
+    if sibling.exists() {
+        return sibling;
+    }
+    root.join(profile).join("lamina-probe")
 }
 
 /// A fresh directory holding only the probe, used as the function's code.
@@ -165,7 +172,13 @@ fn hostile_function_is_contained() {
     run_probe(&[]);
 }
 
+/// The same probe over an empty custom base: nothing of the host's filesystem at all (the
+/// probe is static).
 #[test]
-fn hostile_function_is_contained_on_host_base() {
-    run_probe(&["--base", "host"]);
+fn hostile_function_is_contained_on_an_empty_base() {
+    let base = std::env::temp_dir().join(format!("lamina-hostile-base-{}", std::process::id()));
+    std::fs::create_dir_all(&base).expect("create base dir");
+    let b = base.to_string_lossy().into_owned();
+    run_probe(&["--base", &b]);
+    let _ = std::fs::remove_dir(&base);
 }

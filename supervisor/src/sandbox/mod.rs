@@ -153,6 +153,9 @@ pub struct ExecutionEnvironment {
     pub landlock: bool,
     /// Pid of the function's process inside the env.
     pub function_pid: i32,
+    /// CPU time the env had used when its quota was applied (Init runs unthrottled), so that
+    /// usage under the quota can be told apart.
+    pub cpu_usage_at_quota_usec: std::sync::atomic::AtomicU64,
 }
 
 fn lock_exclusive(f: &File) -> bool {
@@ -336,6 +339,7 @@ impl Sandbox {
             timings: Vec::new(),
             landlock: false,
             function_pid: 0,
+            cpu_usage_at_quota_usec: AtomicU64::new(0),
         };
 
         // 4. place (v1)
@@ -434,6 +438,8 @@ impl Sandbox {
 
     /// Applies the env's CPU quota (MemorySize/1769 vCPUs).
     pub fn apply_cpu_quota(&self, env: &ExecutionEnvironment) -> Result<()> {
+        let before = self.cgroups.stats(&env.cgroup).cpu_usage_usec;
+        env.cpu_usage_at_quota_usec.store(before, Ordering::Relaxed);
         self.cgroups.set_cpu_quota(
             &env.cgroup,
             env.limits.cpu_quota_us,

@@ -265,12 +265,10 @@ fn parse_args() -> Result<Args, String> {
                 let v = value("--walk-limit")?;
                 args.walk_limit = Some(v.parse().map_err(|_| format!("bad number {v:?}"))?);
             }
-            "-h" | "--help" => {
-                return Err(
-                    "usage: lamina-probe [--host-port N]... [--host-addr IP:PORT]... [--walk-limit N]"
-                        .into(),
-                )
-            }
+            "-h" | "--help" => return Err(
+                "usage: lamina-probe [--host-port N]... [--host-addr IP:PORT]... [--walk-limit N]"
+                    .into(),
+            ),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -450,6 +448,8 @@ fn unreadable_file(r: &mut Report, path: &str) {
         Ok(mut f) => {
             let mut buf = [0u8; 64];
             match f.read(&mut buf) {
+                // Masked with /dev/null: it opens, and there is nothing to read.
+                Ok(0) => r.blocked(&name, "masked: read 0 bytes"),
                 Ok(n) => r.escaped(&name, format!("read {n} bytes")),
                 Err(e) => r.blocked(&name, format!("opened but read failed: {e}")),
             }
