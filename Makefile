@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api test-privileged test-v2 leak-check bench clean
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api test-privileged test-v2 leak-check bench clean examples
 
 all: build
 
@@ -59,8 +59,14 @@ unit:
 test-runtimes: venv
 	$(VENV)/bin/python -m pytest -q tests/runtimes
 
+## examples: function code the tests deploy: a static `bootstrap` built with AWS's lambda_runtime
+## crate (examples/rust-lambda, its own Cargo project and lock file; output under target/examples).
+examples:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CURDIR)/target/examples $(CARGO) build --release --locked \
+	  --manifest-path examples/rust-lambda/Cargo.toml --target x86_64-unknown-linux-gnu
+
 ## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root).
-test-api: build venv
+test-api: build venv examples
 	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
 
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).

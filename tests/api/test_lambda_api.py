@@ -374,3 +374,41 @@ def test_names_with_invalid_utf8_and_odd_paths(server, lam):
         assert r.getheader("x-amzn-ErrorType"), (path, body)
         json.loads(body)
     assert "Functions" in lam.list_functions()
+
+
+def test_lambda_runtime_crate(lam):
+    # A custom runtime built with AWS's Rust `lambda_runtime` crate (examples/rust-lambda, a static
+    # binary built by `make examples`).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, "target/examples/x86_64-unknown-linux-gnu/release/bootstrap")
+    assert os.path.exists(path), f"{path} missing: run `make examples`"
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o100755 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(path, "rb") as f:
+            z.writestr(info, f.read())
+    lam.create_function(FunctionName="rust-crate", Runtime="provided.al2023", Role=ROLE, Handler="bootstrap",
+                        Code={"ZipFile": b.getvalue()}, MemorySize=128, Timeout=10)
+    ids = set()
+    for i in range(2):
+        r = lam.invoke(FunctionName="rust-crate", Payload=json.dumps({"n": i, "s": "é"}))
+        out = json.loads(r["Payload"].read())
+        assert "FunctionError" not in r, out
+        assert out["rust"] == {"n": i, "s": "é"}, out
+        assert out["function_name"] == "rust-crate" and out["deadline_ok"] is True, out
+        assert out["request_id"] == r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"], (out, r["ResponseMetadata"])
+        ids.add(out["request_id"])
+    assert len(ids) == 2
+    r = lam.invoke(FunctionName="rust-crate", Payload=json.dumps({"fail": True}))
+    err = json.loads(r["Payload"].read())
+    assert r["FunctionError"] == "Unhandled", err
+    rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert err["errorMessage"] == f"rust handler failed on request {rid}", err
+    # lambda_runtime names a boxed error by std::any::type_name (not stable across rustc versions),
+    # today "&alloc::boxed::Box<dyn core::error::Error + core::marker::Send + core::marker::Sync>".
+    assert "Box<dyn core::error::Error" in err["errorType"], err
+    # The failed invocation did not break the env: the same runtime answers again.
+    r = lam.invoke(FunctionName="rust-crate", Payload=json.dumps({"n": 3}))
+    assert "FunctionError" not in r and json.loads(r["Payload"].read())["rust"] == {"n": 3}
