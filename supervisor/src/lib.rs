@@ -11,3 +11,4 @@ pub mod run;
 pub mod sandbox;
 pub mod scheduler;
 pub mod serve;
+pub mod util;

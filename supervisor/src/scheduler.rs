@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lamina_init::protocol::{ExitStatus, InvokeHeader};
 use serde_json::json;
 
-use crate::api::lambda::civil_from_days;
 use crate::registry::{Registry, StoredFunction};
 use crate::sandbox::invoke::EnvEvent;
 use crate::sandbox::rootfs::Base;
@@ -64,26 +63,10 @@ pub struct LogStream {
     partial: Mutex<Vec<u8>>,
 }
 
-fn utc_now() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (y, m, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 impl LogStream {
     /// Appends text (already line-structured) with a timestamp per line.
     pub fn write(&self, text: &[u8]) {
-        let ts = utc_now();
+        let ts = crate::util::utc_timestamp("Z");
         let mut out = Vec::with_capacity(text.len() + 32);
         for line in text.split_inclusive(|&b| b == b'\n') {
             out.extend_from_slice(ts.as_bytes());
@@ -176,13 +159,6 @@ pub struct Scheduler {
     region: String,
     idle: Mutex<HashMap<String, Vec<WarmEnv>>>,
     idle_timeout: Duration,
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    // SAFETY: getrandom into a buffer of the given length.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    hex::encode(b)
 }
 
 fn error_body(error_type: &str, message: String) -> Vec<u8> {
@@ -380,13 +356,13 @@ impl Scheduler {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| format!("/aws/lambda/{}", f.name));
-        let day = utc_now();
+        let day = crate::util::utc_timestamp("Z");
         let name = format!(
             "{}/{}/{}/[$LATEST]{}",
             &day[0..4],
             &day[5..7],
             &day[8..10],
-            random_hex(16)
+            crate::util::random_hex(16)
         );
         let path = self
             .state_dir
@@ -586,8 +562,8 @@ impl Scheduler {
             trace_id: Some(format!(
                 "Root=1-{:08x}-{};Parent={};Sampled=0",
                 deadline_ms.as_secs() as u32,
-                random_hex(12),
-                random_hex(8)
+                crate::util::random_hex(12),
+                crate::util::random_hex(8)
             )),
             client_context: req.client_context.clone(),
             cognito_identity: None,
@@ -649,7 +625,7 @@ impl Scheduler {
                         w.log.write(
                             format!(
                                 "{} {} Task timed out after {:.2} seconds\n",
-                                utc_now(),
+                                crate::util::utc_timestamp("Z"),
                                 req.request_id,
                                 timeout.as_secs_f64()
                             )

@@ -50,10 +50,8 @@ fn parse_account(s: &str) -> Result<String, String> {
 }
 
 fn random_string(n: usize, alphabet: &[u8]) -> String {
-    let mut b = vec![0u8; n];
-    // SAFETY: getrandom into a buffer of the given length.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b.iter()
+    crate::util::random_bytes(n)
+        .iter()
         .map(|x| alphabet[*x as usize % alphabet.len()] as char)
         .collect()
 }

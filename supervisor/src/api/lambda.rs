@@ -28,59 +28,11 @@ pub struct Api {
     pub account: String,
 }
 
-fn new_request_id() -> String {
-    let mut b = [0u8; 16];
-    // SAFETY: getrandom into a stack buffer of the given length.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// `YYYY-MM-DDThh:mm:ss.sss+0000`.
-pub fn lambda_timestamp() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (y, m, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}+0000",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -115,7 +67,7 @@ fn query(raw: &str) -> Vec<(String, String)> {
 
 impl Handler for Api {
     fn handle(&self, req: Request) -> Response {
-        let id = new_request_id();
+        let id = crate::util::uuid4();
         match self.route(&req, &id) {
             Ok(resp) => resp.header("x-amzn-RequestId", id.clone()),
             Err(e) => {
@@ -132,7 +84,7 @@ impl Handler for Api {
             413 => "RequestEntityTooLargeException",
             _ => "InvalidRequestContentException",
         };
-        ApiError::new(status, t, message).response(&new_request_id())
+        ApiError::new(status, t, message).response(&crate::util::uuid4())
     }
 }
 
@@ -339,12 +291,12 @@ impl Api {
             "Description": description,
             "Timeout": timeout,
             "MemorySize": memory,
-            "LastModified": lambda_timestamp(),
+            "LastModified": crate::util::utc_timestamp("+0000"),
             "CodeSha256": sha_b64,
             "Version": "$LATEST",
             "Environment": {"Variables": env},
             "TracingConfig": {"Mode": "PassThrough"},
-            "RevisionId": new_request_id(),
+            "RevisionId": crate::util::uuid4(),
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
@@ -590,16 +542,6 @@ fn storage(e: RegistryError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_784), (2026, 11, 27));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        let t = lambda_timestamp();
-        assert_eq!(t.len(), "2019-08-14T22:26:11.234+0000".len());
-        assert!(t.ends_with("+0000"));
-    }
 
     #[test]
     fn queries_and_paths() {

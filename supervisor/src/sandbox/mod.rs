@@ -163,13 +163,6 @@ fn lock_exclusive(f: &File) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
-fn random_hex() -> String {
-    let mut b = [0u8; 4];
-    // SAFETY: getrandom into a stack buffer of the given length.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn host_cpus() -> u64 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u64)
@@ -190,7 +183,7 @@ impl Sandbox {
 
         // Create the instance dir under a temporary name, lock it, then publish it, so that a
         // concurrent reclaim never sees an unlocked instance.
-        let instance = format!("{}-{}", std::process::id(), random_hex());
+        let instance = format!("{}-{}", std::process::id(), crate::util::random_hex(4));
         let tmp = cfg.run_dir.join(format!(".{instance}"));
         let dir = cfg.run_dir.join(&instance);
         let rd = |e| SandboxError::RunDir(dir.clone(), e);
