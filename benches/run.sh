@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LAMINA_BIN="${LAMINA_BIN:-$PWD/target/release/lamina}"
 python3 benches/coldstart.py
+python3 benches/invoke.py

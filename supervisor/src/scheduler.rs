@@ -647,7 +647,7 @@ impl Scheduler {
             },
         };
         let duration = start.elapsed();
-        let stats = self.sandbox.cgroups.stats(&w.env.cgroup);
+        let memory_peak = self.sandbox.cgroups.memory_peak(&w.env.cgroup);
         w.log.drain();
         w.log.flush_partial();
         w.log
@@ -658,7 +658,7 @@ impl Scheduler {
             req.request_id,
             ms.ceil() as u64,
             w.env.limits.memory_bytes >> 20,
-            stats.memory_peak_bytes.div_ceil(1 << 20),
+            memory_peak.div_ceil(1 << 20),
         );
         if let Some(d) = init {
             report.push_str(&format!(

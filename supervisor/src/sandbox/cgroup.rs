@@ -106,6 +106,8 @@ pub trait Cgroups: Send + Sync {
     fn add_task(&self, rel: &Path, pid: i32) -> Result<()>;
     fn freeze(&self, rel: &Path, frozen: bool) -> Result<()>;
     fn stats(&self, rel: &Path) -> Stats;
+    /// Peak memory use in bytes (one file read: the per-invocation REPORT needs only this).
+    fn memory_peak(&self, rel: &Path) -> u64;
     /// Pids in the group and its descendants (in lamina's pid namespace).
     fn pids(&self, rel: &Path) -> Vec<i32>;
     /// SIGKILLs every process in the group and its descendants until none is left.
@@ -402,6 +404,13 @@ impl Cgroups for V2 {
         }
     }
 
+    fn memory_peak(&self, rel: &Path) -> u64 {
+        let d = self.parent.join(rel);
+        read_u64(&d.join("memory.peak"))
+            .or_else(|| read_u64(&d.join("memory.current")))
+            .unwrap_or(0)
+    }
+
     fn pids(&self, rel: &Path) -> Vec<i32> {
         let mut out = Vec::new();
         procs_tree(&self.parent.join(rel), &mut out);
@@ -546,6 +555,12 @@ impl Cgroups for V1 {
                 keyed(&read(&d.join("pids.events")).unwrap_or_default(), "max").unwrap_or(0);
         }
         s
+    }
+
+    fn memory_peak(&self, rel: &Path) -> u64 {
+        self.group("memory", rel)
+            .and_then(|d| read_u64(&d.join("memory.max_usage_in_bytes")))
+            .unwrap_or(0)
     }
 
     fn pids(&self, rel: &Path) -> Vec<i32> {

@@ -223,6 +223,12 @@ impl Sandbox {
         };
         if !sb.flat {
             sb.cgroups.create(Path::new(&sb.instance))?;
+            // Keep one (empty) group frozen while the instance lives: the kernel switches its
+            // freezer machinery on when the first group freezes and off when the last thaws,
+            // which made every per-invocation freeze and thaw cost ~60 µs instead of ~8 µs.
+            let keep = Path::new(&sb.instance).join("keep-frozen");
+            sb.cgroups.create(&keep)?;
+            sb.cgroups.freeze(&keep, true)?;
         }
         tracing::debug!(instance = %sb.instance, layout = sb.cgroups.layout(), us = t.elapsed().as_micros() as u64, "sandbox ready");
         Ok(sb)
