@@ -295,6 +295,12 @@ impl Scheduler {
         }
     }
 
+    /// Kills the processes of every env of this instance, busy ones included (the end of a
+    /// shutdown's drain period): their invocations end as failed and their envs are destroyed.
+    pub fn kill_all(&self) {
+        self.sandbox.kill_all_envs();
+    }
+
     /// Destroys every idle env (shutdown).
     pub fn shutdown(&self) {
         let all: Vec<WarmEnv> = {

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Worker threads for API requests (each in-flight invocation holds one).
     #[arg(long, default_value = "64")]
     pub workers: usize,
+    /// On SIGTERM, seconds in-flight invocations get to finish before their envs are killed.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub drain_timeout: u64,
 }
 
 fn parse_account(s: &str) -> Result<String, String> {
@@ -188,7 +191,13 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         t0.elapsed().as_millis(),
         args.state_dir.join("credentials").display()
     );
-    let r = crate::api::http::serve(listener, api.clone(), args.workers, stop);
+    let r = crate::api::http::serve(
+        listener,
+        api.clone(),
+        args.workers,
+        stop,
+        Duration::from_secs(args.drain_timeout),
+    );
     // In-flight invocations have finished (the workers were joined); tear every env down.
     scheduler.shutdown();
     drop(api);

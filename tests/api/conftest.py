@@ -21,7 +21,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, extra=()):
         if os.geteuid() != 0:
             pytest.skip("lamina serve needs root")
         self.state = tempfile.mkdtemp(prefix="lamina-test-api-")
@@ -30,7 +30,7 @@ class Server:
         self.log = open(os.path.join(self.state, "serve.log"), "wb")
         self.proc = subprocess.Popen(
             [LAMINA, "serve", "--listen", f"127.0.0.1:{self.port}", "--state-dir", self.state, "--region", "us-east-1",
-             "--account-id", "123456789012"],
+             "--account-id", "123456789012", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -56,7 +56,8 @@ class Server:
                             aws_secret_access_key=keys["aws_secret_access_key"])
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
         finally:

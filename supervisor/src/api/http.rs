@@ -121,6 +121,8 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
     /// A request that could not even be parsed (bad head, oversized body...).
     fn reject(&self, status: u16, message: &str) -> Response;
+    /// Shutdown's drain period ended with requests still in flight: make them end now.
+    fn abort_in_flight(&self) {}
 }
 
 struct Conn {
@@ -221,12 +223,15 @@ fn parse(buf: &[u8], peer: Option<SocketAddr>) -> Parsed {
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 
-/// Serves until `stop` is set (checked at least every 100 ms).
+/// Serves until `stop` is set (checked at least every 100 ms), then drains: no new connections
+/// or requests, in-flight requests are answered for at most `drain`, after which the handler is
+/// told to abort them.
 pub fn serve(
     listener: std::net::TcpListener,
     handler: Arc<dyn Handler>,
     workers: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    drain: Duration,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
@@ -253,7 +258,28 @@ pub fn serve(
     let mut next = 2usize;
     let mut events = Events::with_capacity(1024);
     let mut last_sweep = Instant::now();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_none() && stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = poll.registry().deregister(&mut listener);
+            drain_until = Some(Instant::now() + drain);
+            // Idle connections close now; busy ones close once answered.
+            conns.retain(|_, c| {
+                c.eof = true;
+                c.busy || !c.outbuf.is_empty()
+            });
+        }
+        if let Some(until) = drain_until {
+            let in_flight = conns.values().any(|c| c.busy || !c.outbuf.is_empty());
+            if !in_flight {
+                break;
+            }
+            if Instant::now() >= until {
+                tracing::warn!("drain period over with requests in flight: aborting them");
+                handler.abort_in_flight();
+                break;
+            }
+        }
         match poll.poll(&mut events, Some(Duration::from_millis(100))) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -337,6 +363,9 @@ pub fn serve(
                     let _ = poll.registry().deregister(&mut c.stream);
                 }
             }
+        }
+        if drain_until.is_some() {
+            continue;
         }
         if last_sweep.elapsed() > Duration::from_secs(1) {
             last_sweep = Instant::now();

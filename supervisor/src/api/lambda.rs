@@ -79,6 +79,10 @@ impl Handler for Api {
         }
     }
 
+    fn abort_in_flight(&self) {
+        self.scheduler.kill_all();
+    }
+
     fn reject(&self, status: u16, message: &str) -> Response {
         let t = match status {
             413 => "RequestEntityTooLargeException",

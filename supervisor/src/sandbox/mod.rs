@@ -435,6 +435,11 @@ impl Sandbox {
         }
     }
 
+    /// SIGKILLs every process of every env of this instance.
+    pub fn kill_all_envs(&self) {
+        self.cgroups.kill_all(Path::new(&self.instance));
+    }
+
     /// Applies the env's CPU quota (MemorySize/1769 vCPUs).
     pub fn apply_cpu_quota(&self, env: &ExecutionEnvironment) -> Result<()> {
         let before = self.cgroups.stats(&env.cgroup).cpu_usage_usec;
