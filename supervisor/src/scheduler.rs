@@ -656,11 +656,11 @@ impl Scheduler {
         let memory_peak = self.sandbox.cgroups.memory_peak(&w.env.cgroup);
         w.log.drain();
         w.log.flush_partial();
-        w.log
-            .write(format!("END RequestId: {}\n", req.request_id).as_bytes());
         let ms = duration.as_secs_f64() * 1000.0;
+        // END and REPORT in one write.
         let mut report = format!(
-            "REPORT RequestId: {}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            "END RequestId: {}\nREPORT RequestId: {}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            req.request_id,
             req.request_id,
             ms.ceil() as u64,
             w.env.limits.memory_bytes >> 20,

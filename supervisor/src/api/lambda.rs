@@ -167,7 +167,7 @@ impl Api {
         &self,
         raw: &str,
         qualifier: Option<&str>,
-    ) -> ApiResult<(StoredFunction, Option<String>)> {
+    ) -> ApiResult<(Arc<StoredFunction>, Option<String>)> {
         let r = validate::function_ref(raw, "functionName")?;
         if let (Some(a), Some(b)) = (r.qualifier.as_deref(), qualifier) {
             if a != b {

@@ -7,10 +7,11 @@
 
 pub mod unzip;
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -45,6 +46,9 @@ pub struct StoredFunction {
 pub struct Registry {
     dir: PathBuf,
     db: Mutex<Connection>,
+    /// Functions read since start; every change goes through this registry, which keeps the
+    /// cache in step (an invoke then needs no SQL and no JSON parsing).
+    cache: Mutex<HashMap<String, Arc<StoredFunction>>>,
 }
 
 const SCHEMA: &str = "
@@ -73,6 +77,7 @@ impl Registry {
         Ok(Registry {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,7 +133,14 @@ impl Registry {
         Ok(())
     }
 
-    pub fn get(&self, name: &str) -> Result<Option<StoredFunction>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<StoredFunction>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<Arc<StoredFunction>>> {
+        if let Some(f) = self.cache().get(name) {
+            return Ok(Some(f.clone()));
+        }
         let db = self.db();
         let row: Option<(String, String)> = db
             .query_row(
@@ -139,11 +151,15 @@ impl Registry {
             .optional()?;
         match row {
             None => Ok(None),
-            Some((config, code_hex)) => Ok(Some(StoredFunction {
-                name: name.to_string(),
-                config: serde_json::from_str(&config)?,
-                code_hex,
-            })),
+            Some((config, code_hex)) => {
+                let f = Arc::new(StoredFunction {
+                    name: name.to_string(),
+                    config: serde_json::from_str(&config)?,
+                    code_hex,
+                });
+                self.cache().insert(name.to_string(), f.clone());
+                Ok(Some(f))
+            }
         }
     }
 
@@ -174,8 +190,12 @@ impl Registry {
 
     /// Deletes a function; false if it did not exist.
     pub fn delete(&self, name: &str) -> Result<bool> {
+        // The cache changes under the database lock, in step with the row (get() fills it
+        // under the same lock).
         let db = self.db();
-        Ok(db.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0)
+        let gone = db.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0;
+        self.cache().remove(name);
+        Ok(gone)
     }
 
     pub fn count(&self) -> Result<u64> {
