@@ -219,6 +219,9 @@ pub enum Route {
     Response(String),
     Error(String),
     InitError,
+    /// SnapStart's `/runtime/restore/next` and `/runtime/restore/error`: lamina has no
+    /// snapshots, so an env is never in the restore state (403 InvalidStateTransition).
+    Restore,
     /// A request id that does not percent-decode.
     BadRequestId,
     NotFound,
@@ -235,6 +238,8 @@ pub fn route(method: &str, path: &str) -> Route {
     let (allowed, route) = match segments.as_slice() {
         ["invocation", "next"] => ("GET", Route::Next),
         ["init", "error"] => ("POST", Route::InitError),
+        ["restore", "next"] => ("GET", Route::Restore),
+        ["restore", "error"] => ("POST", Route::Restore),
         ["invocation", id, "response"] => ("POST", with_id(id, Route::Response)),
         ["invocation", id, "error"] => ("POST", with_id(id, Route::Error)),
         _ => return Route::NotFound,
@@ -577,6 +582,7 @@ impl Invocations {
             Route::Error(id) => self.error(id, head, body),
             Route::InitError => self.init_error(head, body),
             Route::BadRequestId => Outcome::refused(Refusal::InvalidRequestId),
+            Route::Restore => Outcome::refused(Refusal::InvalidStateTransition),
             Route::NotFound => Outcome::refused(Refusal::NotFound),
             Route::MethodNotAllowed(m) => Outcome::refused(Refusal::MethodNotAllowed(m)),
         }
@@ -1341,6 +1347,14 @@ mod tests {
         let p = "/2018-06-01/runtime/invocation/%zz/error";
         assert_eq!(route("POST", p), Route::BadRequestId);
         assert_eq!(route("GET", p), Route::MethodNotAllowed("POST"));
+        assert_eq!(
+            route("GET", "/2018-06-01/runtime/restore/next"),
+            Route::Restore
+        );
+        assert_eq!(
+            route("POST", "/2018-06-01/runtime/restore/error"),
+            Route::Restore
+        );
         let p = "/2018-06-01/runtime/invocation/next";
         assert_eq!(route("GET", p), Route::Next);
         assert_eq!(route("POST", p), Route::MethodNotAllowed("GET"));
