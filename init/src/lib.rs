@@ -327,8 +327,3 @@ pub fn own(fd: i32) -> OwnedFd {
     // SAFETY: the caller transfers ownership of an open fd.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
-
-#[allow(dead_code)]
-fn raw(fd: &impl AsRawFd) -> i32 {
-    fd.as_raw_fd()
-}

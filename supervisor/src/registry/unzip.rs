@@ -430,7 +430,7 @@ pub fn unpack_once(zip: &[u8], store: &Path, limits: &Limits) -> Result<PathBuf,
 
     let mut attempt = 0;
     let tmp_name = loop {
-        let candidate = format!(".tmp-{}-{}", &hex[..16], random_hex());
+        let candidate = format!(".tmp-{}-{}", &hex[..16], crate::util::random_hex(8));
         let tmp_path = store.join(&candidate);
         match unpack_at(
             store_fd.as_fd(),
@@ -570,23 +570,6 @@ fn is_real_dir(path: &Path) -> Result<bool, UnzipError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(UnzipError::io(format!("stat {}", path.display()), e)),
     }
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 8];
-    let filled = File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if !filled {
-        use std::hash::{BuildHasher, Hasher};
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u32(std::process::id());
-        bytes = h.finish().to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn dir_flags() -> OFlag {
