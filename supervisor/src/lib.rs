@@ -10,5 +10,6 @@ pub mod registry;
 pub mod run;
 pub mod sandbox;
 pub mod scheduler;
+pub mod secrets;
 pub mod serve;
 pub mod util;

@@ -150,15 +150,74 @@ struct WarmEnv {
     env: ExecutionEnvironment,
     log: Arc<LogStream>,
     idle_since: Instant,
+    /// The qualifier whose provisioned concurrency this env belongs to (never reaped idle).
+    pinned: Option<String>,
+}
+
+/// Concurrency limits (Lambda's account limit and reserved concurrency).
+#[derive(Debug, Clone, Copy)]
+pub struct ConcurrencyConfig {
+    /// Invocations running at once across all functions.
+    pub limit: u64,
+    /// What reservations must leave to the functions without one.
+    pub min_unreserved: u64,
+}
+
+#[derive(Default)]
+struct Running {
+    /// In-flight invocations per function.
+    per_function: HashMap<String, u64>,
+    /// In-flight invocations of functions without reserved concurrency.
+    unreserved: u64,
+    reserved: HashMap<String, u64>,
+}
+
+/// A provisioned concurrency setting being kept up.
+struct Provision {
+    /// Warm-pool key of the version it provisions.
+    key: String,
+    requested: u64,
+    /// Pinned envs alive (idle or busy).
+    allocated: u64,
+    failure: Option<String>,
+}
+
+/// An invocation's concurrency slot, given back on drop.
+struct Slot<'a> {
+    s: &'a Scheduler,
+    name: String,
+    reserved: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut r = self.s.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = r.per_function.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.per_function.remove(&self.name);
+            }
+        }
+        if !self.reserved {
+            r.unreserved = r.unreserved.saturating_sub(1);
+        }
+    }
 }
 
 pub struct Scheduler {
+    me: std::sync::Weak<Scheduler>,
     sandbox: Arc<Sandbox>,
     registry: Arc<Registry>,
     state_dir: PathBuf,
     region: String,
     idle: Mutex<HashMap<String, Vec<WarmEnv>>>,
     idle_timeout: Duration,
+    concurrency: ConcurrencyConfig,
+    running: Mutex<Running>,
+    /// Busy pinned envs per `key\0qualifier`.
+    busy_pinned: Mutex<HashMap<String, u64>>,
+    /// Provisioned concurrency, keyed `name\0qualifier`.
+    provisioned: Mutex<HashMap<String, Provision>>,
 }
 
 fn error_body(error_type: &str, message: String) -> Vec<u8> {
@@ -229,14 +288,24 @@ impl Scheduler {
         state_dir: PathBuf,
         region: String,
         idle_timeout: Duration,
+        concurrency: ConcurrencyConfig,
     ) -> Arc<Scheduler> {
-        let s = Arc::new(Scheduler {
+        let reserved = registry.all_reserved().unwrap_or_default();
+        let s = Arc::new_cyclic(|me| Scheduler {
+            me: me.clone(),
             sandbox,
             registry,
             state_dir,
             region,
             idle: Mutex::new(HashMap::new()),
             idle_timeout,
+            concurrency,
+            running: Mutex::new(Running {
+                reserved,
+                ..Running::default()
+            }),
+            provisioned: Mutex::new(HashMap::new()),
+            busy_pinned: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&s);
         std::thread::spawn(move || loop {
@@ -251,11 +320,274 @@ impl Scheduler {
 
     fn key(f: &StoredFunction) -> String {
         format!(
-            "{}\u{0}{}\u{0}{}",
+            "{}\u{0}{}\u{0}{}\u{0}{}",
             f.name,
+            f.version,
             f.code_hex,
             f.config["RevisionId"].as_str().unwrap_or("")
         )
+    }
+
+    pub fn concurrency_limit(&self) -> u64 {
+        self.concurrency.limit
+    }
+
+    pub fn min_unreserved(&self) -> u64 {
+        self.concurrency.min_unreserved
+    }
+
+    /// Records a function's reserved concurrency (None: it uses the unreserved pool).
+    pub fn set_reserved(&self, name: &str, reserved: Option<u64>) {
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match reserved {
+            Some(n) => r.reserved.insert(name.to_string(), n),
+            None => r.reserved.remove(name),
+        };
+    }
+
+    /// Takes a concurrency slot for one invocation, or says why not (Lambda's throttle reason).
+    fn acquire(&self, name: &str) -> Result<Slot<'_>, &'static str> {
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = r.per_function.get(name).copied().unwrap_or(0);
+        let reserved = r.reserved.get(name).copied();
+        match reserved {
+            Some(limit) if running >= limit => {
+                return Err("ReservedFunctionConcurrentInvocationLimitExceeded")
+            }
+            Some(_) => {}
+            None => {
+                let total_reserved: u64 = r.reserved.values().sum();
+                let pool = self.concurrency.limit.saturating_sub(total_reserved);
+                if r.unreserved >= pool {
+                    return Err("ConcurrentInvocationLimitExceeded");
+                }
+                r.unreserved += 1;
+            }
+        }
+        *r.per_function.entry(name.to_string()).or_default() += 1;
+        Ok(Slot {
+            s: self,
+            name: name.to_string(),
+            reserved: reserved.is_some(),
+        })
+    }
+
+    /// In-flight invocations of a function.
+    pub fn running(&self, name: &str) -> u64 {
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        r.per_function.get(name).copied().unwrap_or(0)
+    }
+
+    /// Keeps `n` envs of version `f` started and warm for `qualifier` (provisioned
+    /// concurrency), starting or stopping envs in the background.
+    pub fn provision(&self, f: Arc<StoredFunction>, qualifier: String, n: u64) {
+        let id = format!("{}\u{0}{qualifier}", f.name);
+        let key = Scheduler::key(&f);
+        let surplus: Vec<WarmEnv> = {
+            let mut p = self.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = p.entry(id.clone()).or_insert(Provision {
+                key: key.clone(),
+                requested: n,
+                allocated: 0,
+                failure: None,
+            });
+            entry.requested = n;
+            entry.failure = None;
+            if entry.key != key {
+                // The qualifier now names another version: start over.
+                entry.key = key.clone();
+                entry.allocated = 0;
+            }
+            let extra = entry.allocated.saturating_sub(n);
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            if extra > 0 {
+                if let Some(envs) = idle.get_mut(&key) {
+                    while (out.len() as u64) < extra {
+                        match envs
+                            .iter()
+                            .position(|w| w.pinned.as_deref() == Some(&qualifier))
+                        {
+                            Some(i) => out.push(envs.swap_remove(i)),
+                            None => break,
+                        }
+                    }
+                }
+                entry.allocated -= out.len() as u64;
+            }
+            out
+        };
+        for w in surplus {
+            self.sandbox.destroy(&w.env);
+        }
+        self.fill(f, qualifier);
+    }
+
+    /// Starts pinned envs until the provisioned setting of `f`/`qualifier` has its count.
+    fn fill(&self, f: Arc<StoredFunction>, qualifier: String) {
+        let id = format!("{}\u{0}{qualifier}", f.name);
+        let key = Scheduler::key(&f);
+        let weak = self.me.clone();
+        std::thread::spawn(move || loop {
+            let Some(s) = weak.upgrade() else { return };
+            {
+                let mut p = s.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+                match p.get_mut(&id) {
+                    Some(e) if e.key == key && e.allocated < e.requested && e.failure.is_none() => {
+                        // Counted before the start so concurrent fillers do not overshoot.
+                        e.allocated += 1;
+                    }
+                    _ => return,
+                }
+            }
+            match s.cold_start(&f, "provisioned-concurrency") {
+                Ok((w, _)) => {
+                    let frozen = s.sandbox.cgroups.freeze(&w.env.cgroup, true).is_ok();
+                    let still = {
+                        let p = s.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+                        p.get(&id).is_some_and(|e| e.key == key)
+                    };
+                    if frozen && still {
+                        let mut idle = s.idle.lock().unwrap_or_else(|e| e.into_inner());
+                        idle.entry(key.clone()).or_default().push(WarmEnv {
+                            pinned: Some(qualifier.clone()),
+                            idle_since: Instant::now(),
+                            ..w
+                        });
+                    } else {
+                        s.sandbox.destroy(&w.env);
+                        s.unpin(&f.name, &qualifier, &key);
+                    }
+                }
+                Err(o) => {
+                    let why = match o {
+                        Outcome::FunctionError { body } => {
+                            String::from_utf8_lossy(&body).into_owned()
+                        }
+                        Outcome::ServiceError(m) => m,
+                        _ => "the env did not start".into(),
+                    };
+                    let mut p = s.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(e) = p.get_mut(&id) {
+                        e.allocated = e.allocated.saturating_sub(1);
+                        e.failure = Some(format!("FUNCTION_ERROR_INIT_FAILURE: {why}"));
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A pinned env of `name`/`qualifier` is gone: count it out and start a replacement.
+    fn unpin(&self, name: &str, qualifier: &str, key: &str) {
+        let refill = {
+            let mut p = self.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+            match p.get_mut(&format!("{name}\u{0}{qualifier}")) {
+                Some(e) if e.key == key => {
+                    e.allocated = e.allocated.saturating_sub(1);
+                    e.failure.is_none()
+                }
+                _ => false,
+            }
+        };
+        let version = key.split('\u{0}').nth(1).unwrap_or("");
+        if refill {
+            if let Ok(Some(f)) = self.registry.get_version(name, version) {
+                if Scheduler::key(&f) == key {
+                    self.fill(f, qualifier.to_string());
+                }
+            }
+        }
+    }
+
+    /// (allocated, Status, StatusReason) of a provisioned concurrency setting.
+    pub fn provisioned_status(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> (u64, &'static str, Option<String>) {
+        let p = self.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+        match p.get(&format!("{name}\u{0}{qualifier}")) {
+            None => (0, "IN_PROGRESS", None),
+            Some(e) => {
+                let ready = e.allocated.min(e.requested);
+                if let Some(f) = &e.failure {
+                    (ready, "FAILED", Some(f.clone()))
+                } else if e.allocated >= e.requested
+                    && !self.pinned_starting(&e.key, qualifier, e.allocated)
+                {
+                    (ready, "READY", None)
+                } else {
+                    (
+                        self.pinned_ready(&e.key, qualifier).min(e.requested),
+                        "IN_PROGRESS",
+                        None,
+                    )
+                }
+            }
+        }
+    }
+
+    /// Pinned envs of a pool that finished Init (idle ones; busy ones count as ready too).
+    fn pinned_ready(&self, key: &str, qualifier: &str) -> u64 {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get(key)
+            .map(|v| {
+                v.iter()
+                    .filter(|w| w.pinned.as_deref() == Some(qualifier))
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether some of `allocated` pinned envs are still starting (not idle and not busy).
+    fn pinned_starting(&self, key: &str, qualifier: &str, allocated: u64) -> bool {
+        let idle = self.pinned_ready(key, qualifier);
+        let busy = self
+            .busy_pinned
+            .lock()
+            .map(|b| {
+                b.get(&format!("{key}\u{0}{qualifier}"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        idle + busy < allocated
+    }
+
+    fn busy_pinned_add(&self, key: &str, qualifier: &str, delta: i64) {
+        let mut b = self.busy_pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let id = format!("{key}\u{0}{qualifier}");
+        let n = b.entry(id.clone()).or_default();
+        *n = (*n as i64 + delta).max(0) as u64;
+        if *n == 0 {
+            b.remove(&id);
+        }
+    }
+
+    /// Stops keeping envs for a provisioned setting (deleted).
+    pub fn forget_provisioned(&self, name: &str, qualifier: &str) {
+        let removed = {
+            let mut p = self.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+            p.remove(&format!("{name}\u{0}{qualifier}"))
+        };
+        let Some(e) = removed else { return };
+        let gone: Vec<WarmEnv> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            match idle.get_mut(&e.key) {
+                Some(envs) => {
+                    let (pinned, keep): (Vec<WarmEnv>, Vec<WarmEnv>) = envs
+                        .drain(..)
+                        .partition(|w| w.pinned.as_deref() == Some(qualifier));
+                    *envs = keep;
+                    pinned
+                }
+                None => Vec::new(),
+            }
+        };
+        for w in gone {
+            self.sandbox.destroy(&w.env);
+        }
     }
 
     fn reap_idle(&self) {
@@ -263,9 +595,9 @@ impl Scheduler {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::new();
             for envs in idle.values_mut() {
-                let (old, keep): (Vec<WarmEnv>, Vec<WarmEnv>) = envs
-                    .drain(..)
-                    .partition(|w| w.idle_since.elapsed() > self.idle_timeout);
+                let (old, keep): (Vec<WarmEnv>, Vec<WarmEnv>) = envs.drain(..).partition(|w| {
+                    w.pinned.is_none() && w.idle_since.elapsed() > self.idle_timeout
+                });
                 *envs = keep;
                 out.extend(old);
             }
@@ -277,19 +609,27 @@ impl Scheduler {
         }
     }
 
-    /// Destroys every idle env of a function (deleted or changed).
-    pub fn retire(&self, name: &str) {
+    /// Destroys every idle env of a function, or of one of its versions (deleted or changed);
+    /// busy ones are destroyed when their invocation ends (their configuration is then stale).
+    pub fn retire(&self, name: &str, version: Option<&str>) {
         let gone: Vec<WarmEnv> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<String> = idle
                 .keys()
-                .filter(|k| k.split('\u{0}').next() == Some(name))
+                .filter(|k| {
+                    let mut parts = k.split('\u{0}');
+                    parts.next() == Some(name) && version.is_none_or(|v| parts.next() == Some(v))
+                })
                 .cloned()
                 .collect();
             keys.into_iter()
                 .flat_map(|k| idle.remove(&k).unwrap_or_default())
                 .collect()
         };
+        if version.is_none() {
+            let mut p = self.provisioned.lock().unwrap_or_else(|e| e.into_inner());
+            p.retain(|k, _| k.split('\u{0}').next() != Some(name));
+        }
         for w in gone {
             self.sandbox.destroy(&w.env);
         }
@@ -312,7 +652,7 @@ impl Scheduler {
         }
     }
 
-    fn env_vars(&self, f: &StoredFunction, log: &LogStream) -> Vec<String> {
+    fn env_vars(&self, f: &StoredFunction, log: &LogStream, init_type: &str) -> Vec<String> {
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
         let mut vars: Vec<(String, String)> = vec![
@@ -336,8 +676,8 @@ impl Scheduler {
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 c["MemorySize"].as_i64().unwrap_or(128).to_string(),
             ),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", f.version.clone()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.to_string()),
             ("AWS_LAMBDA_LOG_GROUP_NAME", log.group.clone()),
             ("AWS_LAMBDA_LOG_STREAM_NAME", log.name.clone()),
             (
@@ -364,10 +704,11 @@ impl Scheduler {
             .unwrap_or_else(|| format!("/aws/lambda/{}", f.name));
         let day = crate::util::utc_timestamp("Z");
         let name = format!(
-            "{}/{}/{}/[$LATEST]{}",
+            "{}/{}/{}/[{}]{}",
             &day[0..4],
             &day[5..7],
             &day[8..10],
+            f.version,
             crate::util::random_hex(16)
         );
         let path = self
@@ -423,7 +764,11 @@ impl Scheduler {
         Ok((log, w))
     }
 
-    fn cold_start(&self, f: &StoredFunction) -> Result<(WarmEnv, Duration), Outcome> {
+    fn cold_start(
+        &self,
+        f: &StoredFunction,
+        init_type: &str,
+    ) -> Result<(WarmEnv, Duration), Outcome> {
         let t0 = Instant::now();
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
@@ -449,7 +794,7 @@ impl Scheduler {
             tmp_mb: c["EphemeralStorage"]["Size"].as_u64().unwrap_or(512),
             pids: 1024,
             argv,
-            env: self.env_vars(f, &log),
+            env: self.env_vars(f, &log, init_type),
             cwd: PathBuf::from("/var/task"),
             runtime_api: true,
             runtime_dir,
@@ -478,6 +823,7 @@ impl Scheduler {
             env,
             log,
             idle_since: Instant::now(),
+            pinned: None,
         };
         match w.env.wait_ready(Some(t0 + INIT_TIMEOUT)) {
             Ok(Some(EnvEvent::Ready)) => match self.sandbox.apply_cpu_quota(&w.env) {
@@ -526,11 +872,23 @@ impl Scheduler {
 
     /// Runs one synchronous invocation.
     pub fn invoke(&self, f: &StoredFunction, req: InvokeRequest) -> InvokeOutcome {
+        let _slot = match self.acquire(&f.name) {
+            Ok(s) => s,
+            Err(reason) => {
+                return InvokeOutcome {
+                    result: Outcome::Throttled(reason),
+                    log_tail: None,
+                }
+            }
+        };
         let key = Scheduler::key(f);
         let warm = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.get_mut(&key).and_then(Vec::pop)
         };
+        if let Some(q) = warm.as_ref().and_then(|w| w.pinned.clone()) {
+            self.busy_pinned_add(&key, &q, 1);
+        }
         let (w, init) = match warm {
             Some(w) => {
                 if let Err(e) = self.sandbox.cgroups.freeze(&w.env.cgroup, false) {
@@ -542,7 +900,7 @@ impl Scheduler {
                 }
                 (w, None)
             }
-            None => match self.cold_start(f) {
+            None => match self.cold_start(f, "on-demand") {
                 Ok((w, d)) => (w, Some(d)),
                 Err(o) => {
                     return InvokeOutcome {
@@ -559,8 +917,13 @@ impl Scheduler {
             .unwrap_or_default()
             + timeout;
         w.log.begin();
-        w.log
-            .write(format!("START RequestId: {} Version: $LATEST\n", req.request_id).as_bytes());
+        w.log.write(
+            format!(
+                "START RequestId: {} Version: {}\n",
+                req.request_id, f.version
+            )
+            .as_bytes(),
+        );
         let header = InvokeHeader {
             request_id: req.request_id.clone(),
             deadline_ms: deadline_ms.as_millis() as u64,
@@ -675,13 +1038,24 @@ impl Scheduler {
         report.push('\n');
         w.log.write(report.as_bytes());
         let log_tail = req.tail.then(|| w.log.tail());
-        if reuse && self.sandbox.cgroups.freeze(&w.env.cgroup, true).is_ok() {
+        // An env whose version changed meanwhile (an update) is not reused.
+        let current = matches!(
+            self.registry.get_version(&f.name, &f.version),
+            Ok(Some(now)) if now.revision() == f.revision() && now.code_hex == f.code_hex
+        );
+        if let Some(q) = &w.pinned {
+            self.busy_pinned_add(&key, q, -1);
+        }
+        if reuse && current && self.sandbox.cgroups.freeze(&w.env.cgroup, true).is_ok() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.entry(key).or_default().push(WarmEnv {
                 idle_since: Instant::now(),
                 ..w
             });
         } else {
+            if let Some(q) = &w.pinned {
+                self.unpin(&f.name, q, &key);
+            }
             self.sandbox.destroy(&w.env);
         }
         InvokeOutcome { result, log_tail }

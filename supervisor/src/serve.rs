@@ -15,7 +15,8 @@ use crate::api::lambda::Api;
 use crate::cli::Global;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::scheduler::{self, Scheduler};
+use crate::scheduler::{self, ConcurrencyConfig, Scheduler};
+use crate::secrets::Sealer;
 
 /// `lamina serve`
 #[derive(Debug, Args)]
@@ -42,6 +43,47 @@ pub struct ServeArgs {
     /// On SIGTERM, seconds in-flight invocations get to finish before their envs are killed.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Key sealing functions' environment variables at rest (32 bytes, mode 0600). Default:
+    /// `<state-dir>/key`, created on the first start.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Invocations running at once across all functions (Lambda's account concurrency limit).
+    /// Default: the host's memory budget divided by 128 MB, at most 1000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency_limit: Option<u64>,
+    /// Concurrency reservations must leave to functions without one. Default: 100, or half
+    /// the limit when that is below 200.
+    #[arg(long, value_name = "N")]
+    pub min_unreserved: Option<u64>,
+}
+
+/// The memory envs may use: MemTotal less 10% (at least 512 MiB) for the host, in MiB.
+pub fn memory_budget_mb() -> u64 {
+    let total_kb = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .unwrap_or(1 << 20);
+    let total = total_kb / 1024;
+    total.saturating_sub((total / 10).max(512))
+}
+
+fn concurrency(args: &ServeArgs) -> ConcurrencyConfig {
+    let limit = args
+        .concurrency_limit
+        .unwrap_or_else(|| (memory_budget_mb() / 128).clamp(1, 1000));
+    let min_unreserved = args
+        .min_unreserved
+        .unwrap_or(if limit >= 200 { 100 } else { limit / 2 })
+        .min(limit);
+    ConcurrencyConfig {
+        limit,
+        min_unreserved,
+    }
 }
 
 fn parse_account(s: &str) -> Result<String, String> {
@@ -131,7 +173,18 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         eprintln!("lamina: runtimes: {e}");
         return 1;
     }
-    let registry = match Registry::open(&args.state_dir) {
+    let sealer = match &args.key_file {
+        Some(k) => Sealer::load(k, false),
+        None => Sealer::load(&args.state_dir.join("key"), true),
+    };
+    let sealer = match sealer {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lamina: {e}");
+            return 1;
+        }
+    };
+    let registry = match Registry::open(&args.state_dir, sealer) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("lamina: registry: {e}");
@@ -164,7 +217,23 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         args.state_dir.clone(),
         args.region.clone(),
         Duration::from_secs(args.idle_timeout),
+        concurrency(&args),
     );
+    // Provisioned concurrency survives restarts: start its envs again.
+    match registry.list_provisioned(None) {
+        Ok(all) => {
+            for p in all {
+                let version = match registry.get_alias(&p.name, &p.qualifier) {
+                    Ok(Some(a)) => a["FunctionVersion"].as_str().unwrap_or("").to_string(),
+                    _ => p.qualifier.clone(),
+                };
+                if let Ok(Some(f)) = registry.get_version(&p.name, &version) {
+                    scheduler.provision(f, p.qualifier.clone(), p.requested);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(%e, "provisioned concurrency not restored"),
+    }
     let api = Arc::new(Api {
         registry,
         scheduler: scheduler.clone(),

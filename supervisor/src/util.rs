@@ -23,6 +23,14 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(random_bytes(n))
 }
 
+/// A uniform random number in [0, 1) (53 random bits).
+pub fn random_unit() -> f64 {
+    let b = random_bytes(8);
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b);
+    (u64::from_le_bytes(a) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A random (version 4) UUID, as Lambda's request ids and revision ids.
 pub fn uuid4() -> String {
     let mut b = random_bytes(16);

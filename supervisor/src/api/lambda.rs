@@ -133,7 +133,7 @@ impl Api {
         match (req.method.as_str(), segs.as_slice()) {
             ("POST", ["2015-03-31", "functions"]) => self.create_function(req),
             ("GET", ["2015-03-31", "functions"]) => {
-                self.list_functions(qv("Marker"), qv("MaxItems"))
+                self.list_functions(qv("Marker"), qv("MaxItems"), qv("FunctionVersion"))
             }
             ("GET", ["2015-03-31", "functions", name]) => {
                 self.get_function(name, qv("Qualifier"), true)
@@ -147,6 +147,65 @@ impl Api {
             ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
                 self.invoke(req, name, qv("Qualifier"), request_id)
             }
+            ("PUT", ["2015-03-31", "functions", name, "code"]) => {
+                self.update_function_code(req, name)
+            }
+            ("PUT", ["2015-03-31", "functions", name, "configuration"]) => {
+                self.update_function_configuration(req, name)
+            }
+            ("POST", ["2015-03-31", "functions", name, "versions"]) => {
+                self.publish_version(req, name)
+            }
+            ("GET", ["2015-03-31", "functions", name, "versions"]) => {
+                self.list_versions(name, qv("Marker"), qv("MaxItems"))
+            }
+            ("POST", ["2015-03-31", "functions", name, "aliases"]) => self.create_alias(req, name),
+            ("GET", ["2015-03-31", "functions", name, "aliases"]) => {
+                self.list_aliases(name, qv("FunctionVersion"), qv("Marker"), qv("MaxItems"))
+            }
+            ("GET", ["2015-03-31", "functions", name, "aliases", alias]) => {
+                self.get_alias(name, alias)
+            }
+            ("PUT", ["2015-03-31", "functions", name, "aliases", alias]) => {
+                self.update_alias(req, name, alias)
+            }
+            ("DELETE", ["2015-03-31", "functions", name, "aliases", alias]) => {
+                self.delete_alias(name, alias)
+            }
+            ("POST", ["2017-03-31", "tags", arn]) => self.tag_resource(req, arn),
+            ("DELETE", ["2017-03-31", "tags", arn]) => {
+                let keys: Vec<&str> = q
+                    .iter()
+                    .filter(|(k, _)| k == "tagKeys")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                self.untag_resource(arn, &keys)
+            }
+            ("GET", ["2017-03-31", "tags", arn]) => self.list_tags(arn),
+            ("GET", ["2016-08-19", "account-settings"]) => self.account_settings(),
+            ("PUT", ["2017-10-31", "functions", name, "concurrency"]) => {
+                self.put_function_concurrency(req, name)
+            }
+            ("GET", ["2019-09-30", "functions", name, "concurrency"]) => {
+                self.get_function_concurrency(name)
+            }
+            ("DELETE", ["2017-10-31", "functions", name, "concurrency"]) => {
+                self.delete_function_concurrency(name)
+            }
+            ("PUT", ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+                self.put_provisioned(req, name, qv("Qualifier"))
+            }
+            ("GET", ["2019-09-30", "functions", name, "provisioned-concurrency"])
+                if qv("List") == Some("ALL") =>
+            {
+                self.list_provisioned(name, qv("Marker"), qv("MaxItems"))
+            }
+            ("GET", ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+                self.get_provisioned(name, qv("Qualifier"))
+            }
+            ("DELETE", ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+                self.delete_provisioned(name, qv("Qualifier"))
+            }
             _ => Err(ApiError::new(
                 404,
                 "UnknownOperationException",
@@ -155,19 +214,20 @@ impl Api {
         }
     }
 
-    fn arn(&self, name: &str) -> String {
+    pub fn arn(&self, name: &str) -> String {
         format!(
             "arn:aws:lambda:{}:{}:function:{name}",
             self.region, self.account
         )
     }
 
-    /// Resolves a function reference to a stored `$LATEST` (versions and aliases come later).
-    fn resolve(
+    /// Parses a function reference (name or ARN, with the qualifier from the name or the
+    /// query); returns the bare name and the qualifier.
+    pub fn function_ref(
         &self,
         raw: &str,
         qualifier: Option<&str>,
-    ) -> ApiResult<(Arc<StoredFunction>, Option<String>)> {
+    ) -> ApiResult<(String, Option<String>)> {
         let r = validate::function_ref(raw, "functionName")?;
         if let (Some(a), Some(b)) = (r.qualifier.as_deref(), qualifier) {
             if a != b {
@@ -182,139 +242,149 @@ impl Api {
                 )));
             }
         }
-        let q = r.qualifier.clone().or(qualifier.map(str::to_string));
-        let not_found = || {
-            let mut arn = self.arn(&r.name);
-            if let Some(q) = &q {
-                arn = format!("{arn}:{q}");
-            }
-            ApiError::not_found(format!("Function not found: {arn}"))
-        };
-        if let Some(q) = &q {
-            if q != "$LATEST" {
-                return Err(not_found());
-            }
+        if let Some(q) = qualifier {
+            validate::qualifier(q)?;
         }
-        let f = self
-            .registry
-            .get(&r.name)
-            .map_err(storage)?
-            .ok_or_else(not_found)?;
+        let q = r.qualifier.clone().or(qualifier.map(str::to_string));
+        Ok((r.name, q))
+    }
+
+    /// `Function not found: <arn>[:<qualifier>]`.
+    pub fn function_not_found(&self, name: &str, q: Option<&str>) -> ApiError {
+        let mut arn = self.arn(name);
+        if let Some(q) = q {
+            arn = format!("{arn}:{q}");
+        }
+        ApiError::not_found(format!("Function not found: {arn}"))
+    }
+
+    /// Resolves a function reference to a stored version: `$LATEST` without a qualifier, the
+    /// version a number names, or an alias's primary version. Returns the qualifier too.
+    pub fn resolve(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> ApiResult<(Arc<StoredFunction>, Option<String>)> {
+        let (name, q) = self.function_ref(raw, qualifier)?;
+        let f = self.lookup(&name, q.as_deref(), false)?;
         Ok((f, q))
     }
 
+    /// Looks a qualifier up; with `route`, an alias with a routing configuration picks one of
+    /// its versions by weight (as Invoke does).
+    pub fn lookup(
+        &self,
+        name: &str,
+        q: Option<&str>,
+        route: bool,
+    ) -> ApiResult<Arc<StoredFunction>> {
+        let not_found = || self.function_not_found(name, q);
+        let version = match q {
+            None | Some("$LATEST") => "$LATEST".to_string(),
+            Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => v.to_string(),
+            Some(alias) => {
+                let a = self
+                    .registry
+                    .get_alias(name, alias)
+                    .map_err(storage)?
+                    .ok_or_else(not_found)?;
+                let primary = a["FunctionVersion"]
+                    .as_str()
+                    .unwrap_or("$LATEST")
+                    .to_string();
+                match a["RoutingConfig"]["AdditionalVersionWeights"].as_object() {
+                    Some(w) if route && !w.is_empty() => {
+                        let roll = crate::util::random_unit();
+                        let mut acc = 0.0;
+                        let mut pick = primary;
+                        for (v, weight) in w {
+                            acc += weight.as_f64().unwrap_or(0.0);
+                            if roll < acc {
+                                pick = v.clone();
+                                break;
+                            }
+                        }
+                        pick
+                    }
+                    _ => primary,
+                }
+            }
+        };
+        self.registry
+            .get_version(name, &version)
+            .map_err(storage)?
+            .ok_or_else(not_found)
+    }
+
     fn create_function(&self, req: &Request) -> ApiResult<Response> {
-        let body: Value = serde_json::from_slice(&req.body).map_err(|e| {
-            ApiError::invalid(format!("Could not parse request body into json: {e}"))
-        })?;
-        let b = body.as_object().ok_or_else(|| {
-            ApiError::invalid("Could not parse request body into json: expected an object")
-        })?;
+        let b = json_body(req)?;
+        let b = &b;
         let name_raw = validate::string_max(b, "FunctionName", "functionName", 256)?
             .ok_or_else(|| ApiError::invalid("FunctionName is required"))?;
         let name = validate::new_function_name(name_raw)?;
-        let role = validate::string_max(b, "Role", "role", 2048)?
-            .ok_or_else(|| ApiError::invalid("Role is required"))?;
-        validate::role(role)?;
+        if validate::string_max(b, "Role", "role", 2048)?.is_none() {
+            return Err(ApiError::invalid("Role is required"));
+        }
         let package = validate::string_max(b, "PackageType", "packageType", 10)?.unwrap_or("Zip");
         if package != "Zip" {
             return Err(ApiError::invalid(format!(
                 "PackageType {package} is not supported by this lamina; use Zip."
             )));
         }
-        let runtime = validate::string_max(b, "Runtime", "runtime", 64)?
-            .ok_or_else(|| ApiError::invalid("Runtime and Handler are mandatory parameters for functions created with deployment packages."))?;
-        validate::runtime(runtime)?;
-        let handler = validate::string_max(b, "Handler", "handler", 128)?;
-        match handler {
-            Some(h) => validate::handler(h)?,
-            None => return Err(ApiError::invalid("Runtime and Handler are mandatory parameters for functions created with deployment packages.")),
+        if validate::string_max(b, "Runtime", "runtime", 64)?.is_none()
+            || validate::string_max(b, "Handler", "handler", 128)?.is_none()
+        {
+            return Err(ApiError::invalid("Runtime and Handler are mandatory parameters for functions created with deployment packages."));
         }
-        let description = validate::string_max(b, "Description", "description", 256)?.unwrap_or("");
-        let memory = validate::int_in(b, "MemorySize", "memorySize", 128, 10240)?.unwrap_or(128);
-        let timeout = validate::int_in(b, "Timeout", "timeout", 1, 900)?.unwrap_or(3);
-        let ephemeral = match b.get("EphemeralStorage") {
-            None | Some(Value::Null) => 512,
-            Some(Value::Object(o)) => {
-                validate::int_in(o, "Size", "ephemeralStorage.size", 512, 10240)?.unwrap_or(512)
-            }
-            Some(other) => {
-                return Err(validate::type_error("EphemeralStorage", other, "structure"))
-            }
-        };
-        let env = validate::environment(b.get("Environment"))?;
-        if let Some(layers) = b.get("Layers") {
-            if layers.as_array().is_some_and(|l| !l.is_empty()) {
-                return Err(ApiError::invalid(
-                    "Layers are not supported by this lamina yet.",
-                ));
-            }
-        }
+        let mut config = json!({
+            "FunctionName": name,
+            "FunctionArn": self.arn(&name),
+        });
+        super::config::apply(b, &mut config, true)?;
+        let arch = super::config::architectures(b)?.unwrap_or(json!([super::config::HOST_ARCH]));
+        let layers = self.function_layers(b.get("Layers"))?;
+        let tags = validate::tags(b.get("Tags"))?;
+        let publish = validate::bool_member(b, "Publish")?.unwrap_or(false);
         let code = b
             .get("Code")
             .and_then(Value::as_object)
             .ok_or_else(|| ApiError::invalid("Code is required"))?;
-        let zip_b64 = match code.get("ZipFile") {
-            Some(Value::String(s)) => s,
-            Some(other) => return Err(validate::type_error("Code.ZipFile", other, "blob")),
-            None if code.contains_key("S3Bucket") || code.contains_key("ImageUri") => {
-                return Err(ApiError::invalid(
-                    "Only Code.ZipFile is supported by this lamina.",
-                ))
-            }
-            None => return Err(ApiError::invalid("Code.ZipFile is required")),
-        };
-        let zip = base64::engine::general_purpose::STANDARD
-            .decode(zip_b64)
-            .map_err(|_| ApiError::invalid("Could not unzip uploaded file. Please check your file, then try to upload again."))?;
-        if zip.len() > MAX_ZIP {
-            return Err(ApiError::new(
-                413,
-                "RequestEntityTooLargeException",
-                "Zipped size must be smaller than 52428800 bytes",
-            ));
-        }
+        let zip = zip_file(code)?;
         if self.registry.get(&name).map_err(storage)?.is_some() {
             return Err(ApiError::conflict(format!(
                 "Function already exist: {name}"
             )));
         }
-        let (code_hex, _) = self.registry.store_code(&zip).map_err(|e| match e {
-            RegistryError::Unzip(u) if !u.is_internal() => ApiError::invalid(u.lambda_message()),
-            other => storage(other),
-        })?;
-        let sha_b64 = base64::engine::general_purpose::STANDARD
-            .encode(hex::decode(&code_hex).unwrap_or_default());
-        let config = json!({
-            "FunctionName": name,
-            "FunctionArn": self.arn(&name),
-            "Runtime": runtime,
-            "Role": role,
-            "Handler": handler,
+        let (code_hex, _) = self.store_code(&zip)?;
+        let extra = json!({
             "CodeSize": zip.len(),
-            "Description": description,
-            "Timeout": timeout,
-            "MemorySize": memory,
             "LastModified": crate::util::utc_timestamp("+0000"),
-            "CodeSha256": sha_b64,
+            "CodeSha256": code_sha256(&code_hex),
             "Version": "$LATEST",
-            "Environment": {"Variables": env},
-            "TracingConfig": {"Mode": "PassThrough"},
             "RevisionId": crate::util::uuid4(),
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
-            "Architectures": ["x86_64"],
-            "EphemeralStorage": {"Size": ephemeral},
-            "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
+            "Architectures": arch,
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         });
-        self.registry
-            .create(&StoredFunction {
-                name: name.clone(),
-                config: config.clone(),
-                code_hex,
-            })
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+            if let Some(l) = layers {
+                c.insert("Layers".into(), l);
+            }
+        }
+        let f = StoredFunction {
+            name: name.clone(),
+            version: "$LATEST".into(),
+            config,
+            code_hex,
+        };
+        let published = self
+            .registry
+            .create(&f, &tags, publish)
             .map_err(|e| match e {
                 RegistryError::Exists(n) => {
                     ApiError::conflict(format!("Function already exist: {n}"))
@@ -323,7 +393,7 @@ impl Api {
             })?;
         // The code is unpacked already, so the function is Active at once; the response reports
         // the creation in progress, as Lambda's does (boto3's waiters then see Active).
-        let mut out = config;
+        let mut out = published.map_or(f.config, |p| p.config.clone());
         out["State"] = json!("Pending");
         out["StateReason"] = json!("The function is being created.");
         out["StateReasonCode"] = json!("Creating");
@@ -333,56 +403,83 @@ impl Api {
         Ok(Response::json(201, out.to_string().into_bytes()))
     }
 
+    /// Stores a ZIP, mapping bad archives to Lambda's messages.
+    pub fn store_code(&self, zip: &[u8]) -> ApiResult<(String, std::path::PathBuf)> {
+        self.registry.store_code(zip).map_err(|e| match e {
+            RegistryError::Unzip(u) if !u.is_internal() => ApiError::invalid(u.lambda_message()),
+            other => storage(other),
+        })
+    }
+
+    /// A function's `Layers` member (layers come with the layers API).
+    pub(super) fn function_layers(&self, layers: Option<&Value>) -> ApiResult<Option<Value>> {
+        match layers {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(l)) if l.is_empty() => Ok(None),
+            Some(_) => Err(ApiError::invalid(
+                "Layers are not supported by this lamina yet.",
+            )),
+        }
+    }
+
     fn get_function(&self, raw: &str, qualifier: Option<&str>, full: bool) -> ApiResult<Response> {
         let (f, q) = self.resolve(raw, qualifier)?;
         let mut config = f.config.clone();
-        if let Some(q) = q {
+        if let Some(q) = &q {
             config["FunctionArn"] = json!(format!("{}:{q}", self.arn(&f.name)));
         }
         let body = if full {
-            json!({"Configuration": config, "Code": {"RepositoryType": "S3"}})
+            let mut out = json!({"Configuration": config, "Code": {"RepositoryType": "S3",
+                "Location": format!("file://{}", self.registry.code_blob(&f.code_hex).display())}});
+            if let Some(meta) = self.registry.meta(&f.name).map_err(storage)? {
+                if !meta.tags.is_empty() {
+                    out["Tags"] = Value::Object(meta.tags);
+                }
+                if let Some(r) = meta.reserved {
+                    out["Concurrency"] = json!({ "ReservedConcurrentExecutions": r });
+                }
+            }
+            out
         } else {
             config
         };
         Ok(Response::json(200, body.to_string().into_bytes()))
     }
 
-    fn list_functions(&self, marker: Option<&str>, max_items: Option<&str>) -> ApiResult<Response> {
-        let max = match max_items {
-            None => 50,
-            Some(m) => match m.parse::<i64>() {
-                Ok(n) if (1..=10_000).contains(&n) => (n as usize).min(50),
-                _ => {
-                    return Err(ApiError::validation(
-                        m,
-                        "maxItems",
-                        "Member must have value between 1 and 10000",
-                    ))
-                }
-            },
+    fn list_functions(
+        &self,
+        marker: Option<&str>,
+        max_items: Option<&str>,
+        function_version: Option<&str>,
+    ) -> ApiResult<Response> {
+        let max = page_size(max_items, 50)?;
+        let all = match function_version {
+            None => false,
+            Some("ALL") => true,
+            Some(v) => {
+                return Err(ApiError::validation(
+                    v,
+                    "functionVersion",
+                    "Member must satisfy enum value set: [ALL]",
+                ))
+            }
         };
         let page = self.registry.list(marker, max + 1).map_err(storage)?;
         let more = page.len() > max;
-        let items: Vec<Value> = page
-            .iter()
-            .take(max)
-            .map(|f| {
-                let mut c = f.config.clone();
-                if let Some(o) = c.as_object_mut() {
-                    for k in [
-                        "State",
-                        "StateReason",
-                        "StateReasonCode",
-                        "LastUpdateStatus",
-                        "LastUpdateStatusReason",
-                        "LastUpdateStatusReasonCode",
-                    ] {
-                        o.remove(k);
-                    }
+        let mut items: Vec<Value> = Vec::new();
+        for f in page.iter().take(max) {
+            if all {
+                for v in self
+                    .registry
+                    .list_versions(&f.name, None, usize::MAX)
+                    .map_err(storage)?
+                {
+                    items.push(list_item(&v, true));
                 }
-                c
-            })
-            .collect();
+            } else {
+                items.push(list_item(f, false));
+            }
+        }
         let mut body = Map::new();
         body.insert("Functions".into(), Value::Array(items));
         if more {
@@ -397,15 +494,46 @@ impl Api {
     }
 
     fn delete_function(&self, raw: &str, qualifier: Option<&str>) -> ApiResult<Response> {
-        if qualifier == Some("$LATEST") {
-            return Err(ApiError::invalid(
+        let (name, q) = self.function_ref(raw, qualifier)?;
+        match q.as_deref() {
+            Some("$LATEST") => Err(ApiError::invalid(
                 "$LATEST version cannot be deleted without deleting the function.",
-            ));
+            )),
+            None => {
+                if !self.registry.delete(&name).map_err(storage)? {
+                    return Err(self.function_not_found(&name, None));
+                }
+                self.scheduler.retire(&name, None);
+                Ok(Response::new(204))
+            }
+            Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                let gone = self
+                    .registry
+                    .delete_version(&name, v)
+                    .map_err(|e| match e {
+                        RegistryError::Conflict(m) => ApiError::conflict(m),
+                        other => storage(other),
+                    })?;
+                if !gone {
+                    return Err(self.function_not_found(&name, Some(v)));
+                }
+                self.scheduler.retire(&name, Some(v));
+                Ok(Response::new(204))
+            }
+            Some(alias) => {
+                if self
+                    .registry
+                    .get_alias(&name, alias)
+                    .map_err(storage)?
+                    .is_none()
+                {
+                    return Err(self.function_not_found(&name, Some(alias)));
+                }
+                Err(ApiError::invalid(format!(
+                    "Qualifier {alias} is an alias; delete it with DeleteAlias."
+                )))
+            }
         }
-        let (f, _) = self.resolve(raw, qualifier)?;
-        self.registry.delete(&f.name).map_err(storage)?;
-        self.scheduler.retire(&f.name);
-        Ok(Response::new(204))
     }
 
     fn invoke(
@@ -433,7 +561,8 @@ impl Api {
                 "Member must satisfy enum value set: [None, Tail]",
             ));
         }
-        let (f, _) = self.resolve(raw, qualifier)?;
+        let (name, q) = self.function_ref(raw, qualifier)?;
+        let f = self.lookup(&name, q.as_deref(), true)?;
         if req.body.len() > MAX_SYNC_PAYLOAD {
             return Err(ApiError::new(
                 413,
@@ -488,9 +617,8 @@ impl Api {
             }
             _ => {}
         }
-        let invoked_arn = match qualifier {
+        let invoked_arn = match &q {
             Some(q) => format!("{}:{q}", self.arn(&f.name)),
-            None if raw.starts_with("arn:") => raw.to_string(),
             None => self.arn(&f.name),
         };
         let outcome = self.scheduler.invoke(
@@ -505,10 +633,10 @@ impl Api {
         );
         let mut resp = match outcome.result {
             Outcome::Response { content_type, body } => Response::json(200, body)
-                .header("X-Amz-Executed-Version", "$LATEST")
+                .header("X-Amz-Executed-Version", f.version.clone())
                 .content_type(content_type),
             Outcome::FunctionError { body } => Response::json(200, body)
-                .header("X-Amz-Executed-Version", "$LATEST")
+                .header("X-Amz-Executed-Version", f.version.clone())
                 .header("X-Amz-Function-Error", "Unhandled"),
             Outcome::Throttled(reason) => {
                 let mut e = ApiError::new(429, "TooManyRequestsException", "Rate Exceeded.");
@@ -539,8 +667,96 @@ impl Response {
     }
 }
 
-fn storage(e: RegistryError) -> ApiError {
+pub fn storage(e: RegistryError) -> ApiError {
     ApiError::service(format!("storage error: {e}"))
+}
+
+/// A JSON object request body.
+pub fn json_body(req: &Request) -> ApiResult<Map<String, Value>> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::invalid(format!("Could not parse request body into json: {e}")))?;
+    match body {
+        Value::Object(o) => Ok(o),
+        _ => Err(ApiError::invalid(
+            "Could not parse request body into json: expected an object",
+        )),
+    }
+}
+
+/// `MaxItems` of a list operation (1-10000), capped at `cap` per page.
+pub fn page_size(max_items: Option<&str>, cap: usize) -> ApiResult<usize> {
+    match max_items {
+        None => Ok(cap),
+        Some(m) => match m.parse::<i64>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok((n as usize).min(cap)),
+            _ => Err(ApiError::validation(
+                m,
+                "maxItems",
+                "Member must have value between 1 and 10000",
+            )),
+        },
+    }
+}
+
+/// Base64 SHA-256 from the hex one.
+pub fn code_sha256(code_hex: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(hex::decode(code_hex).unwrap_or_default())
+}
+
+/// `Code.ZipFile` decoded, within the direct-upload limit.
+pub fn zip_file(code: &Map<String, Value>) -> ApiResult<Vec<u8>> {
+    let zip_b64 = match code.get("ZipFile") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(validate::type_error("Code.ZipFile", other, "blob")),
+        None if code.contains_key("S3Bucket") || code.contains_key("ImageUri") => {
+            return Err(ApiError::invalid(
+                "Only Code.ZipFile is supported by this lamina.",
+            ))
+        }
+        None => return Err(ApiError::invalid("Code.ZipFile is required")),
+    };
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_b64)
+        .map_err(|_| {
+            ApiError::invalid(
+                "Could not unzip uploaded file. Please check your file, then try to upload again.",
+            )
+        })?;
+    if zip.len() > MAX_ZIP {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLargeException",
+            "Zipped size must be smaller than 52428800 bytes",
+        ));
+    }
+    Ok(zip)
+}
+
+/// A FunctionConfiguration as list operations show it (no state members); in version
+/// listings `$LATEST`'s ARN is qualified too.
+pub fn list_item(f: &StoredFunction, versions: bool) -> Value {
+    let mut c = f.config.clone();
+    if versions && f.version == "$LATEST" {
+        if let Some(arn) = c["FunctionArn"].as_str() {
+            c["FunctionArn"] = json!(format!("{arn}:$LATEST"));
+        }
+    }
+    if let Some(o) = c.as_object_mut() {
+        for k in [
+            "State",
+            "StateReason",
+            "StateReasonCode",
+            "LastUpdateStatus",
+            "LastUpdateStatusReason",
+            "LastUpdateStatusReasonCode",
+        ] {
+            o.remove(k);
+        }
+    }
+    c
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Lambda's REST API (2015-03-31 and its dated sub-APIs), SigV4-authenticated.
 
+pub mod account;
+pub mod config;
 pub mod error;
 pub mod http;
 pub mod lambda;
 pub mod sigv4;
 pub mod validate;
+pub mod versions;

@@ -267,6 +267,112 @@ pub fn type_error(member: &str, got: &Value, want: &str) -> ApiError {
     )
 }
 
+/// A `Qualifier` query value: `$LATEST`, a version number or an alias name (1-128).
+pub fn qualifier(v: &str) -> ApiResult<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && (v == "$LATEST"
+            || v == "$LATEST.PUBLISHED"
+            || v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '$'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            v,
+            "qualifier",
+            "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)",
+        ))
+    }
+}
+
+/// An alias name: `(?!^[0-9]+$)([a-zA-Z0-9-_]+)`, 1-128.
+pub fn alias_name(v: &str, field: &str) -> ApiResult<()> {
+    if v.is_empty() || v.len() > 128 {
+        return Err(ApiError::validation(
+            v,
+            field,
+            "Member must have length between 1 and 128",
+        ));
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) || !v.chars().all(is_name_char) {
+        return Err(ApiError::validation(
+            v,
+            field,
+            "Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)",
+        ));
+    }
+    Ok(())
+}
+
+/// A version reference: `$LATEST` or digits.
+pub fn function_version(v: &str, field: &str) -> ApiResult<()> {
+    if v == "$LATEST" || (!v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            v,
+            field,
+            "Member must satisfy regular expression pattern: (\\$LATEST|[0-9]+)",
+        ))
+    }
+}
+
+/// An optional boolean member.
+pub fn bool_member(body: &Map<String, Value>, member: &str) -> ApiResult<Option<bool>> {
+    match body.get(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(type_error(member, other, "boolean")),
+    }
+}
+
+/// A `Tags` map: at most 50, keys 1-128, values 0-256, no `aws:` keys.
+pub fn tags(v: Option<&Value>) -> ApiResult<Map<String, Value>> {
+    let tags = match v {
+        None | Some(Value::Null) => return Ok(Map::new()),
+        Some(Value::Object(o)) => o.clone(),
+        Some(other) => return Err(type_error("Tags", other, "map")),
+    };
+    check_tags(&tags)?;
+    Ok(tags)
+}
+
+/// The rules every tag set must keep (also after TagResource merges new ones in).
+pub fn check_tags(tags: &Map<String, Value>) -> ApiResult<()> {
+    if tags.len() > 50 {
+        return Err(ApiError::invalid(
+            "Number of tags exceeds resource tag limit.",
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(ApiError::validation(
+                k,
+                "tags",
+                "Map keys must satisfy constraint: [Member must have length less than or equal to 128, Member must have length greater than or equal to 1]",
+            ));
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(ApiError::invalid(format!(
+                "Tag keys starting with 'aws:' are reserved for system use: {k}"
+            )));
+        }
+        let Some(s) = v.as_str() else {
+            return Err(type_error("Tags value", v, "string"));
+        };
+        if s.chars().count() > 256 {
+            return Err(ApiError::validation(
+                s,
+                "tags",
+                "Map value must satisfy constraint: [Member must have length less than or equal to 256]",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn handler(v: &str) -> ApiResult<()> {
     if v.len() > 128 {
         return Err(ApiError::validation(
