@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod logs;
+pub mod metrics;
 pub mod registry;
 pub mod run;
 pub mod sandbox;

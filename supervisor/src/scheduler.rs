@@ -64,11 +64,12 @@ pub struct LogStream {
 }
 
 impl LogStream {
-    /// Appends text (already line-structured) with a timestamp per line.
+    /// Appends text (already line-structured) with a timestamp per line; lines longer than
+    /// CloudWatch's event limit become several events, as Lambda splits them.
     pub fn write(&self, text: &[u8]) {
         let ts = crate::util::utc_timestamp("Z");
         let mut out = Vec::with_capacity(text.len() + 32);
-        for line in text.split_inclusive(|&b| b == b'\n') {
+        for line in crate::logs::split_lines(text) {
             out.extend_from_slice(ts.as_bytes());
             out.push(b'\t');
             out.extend_from_slice(line);
@@ -116,8 +117,16 @@ impl LogStream {
     fn output(&self, data: &[u8]) {
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         partial.extend_from_slice(data);
-        if let Some(last_nl) = partial.iter().rposition(|&b| b == b'\n') {
-            let lines: Vec<u8> = partial.drain(..=last_nl).collect();
+        let cut = match partial.iter().rposition(|&b| b == b'\n') {
+            Some(last_nl) => Some(last_nl + 1),
+            // A line that never ends is logged in event-sized pieces, not held in memory.
+            None if partial.len() >= crate::logs::MAX_EVENT_BYTES => {
+                Some(partial.len() - partial.len() % crate::logs::MAX_EVENT_BYTES)
+            }
+            None => None,
+        };
+        if let Some(cut) = cut {
+            let lines: Vec<u8> = partial.drain(..cut).collect();
             drop(partial);
             self.write(&lines);
         }
@@ -214,6 +223,7 @@ pub struct Scheduler {
     idle_timeout: Duration,
     concurrency: ConcurrencyConfig,
     running: Mutex<Running>,
+    pub metrics: crate::metrics::Metrics,
     /// Busy pinned envs per `key\0qualifier`.
     busy_pinned: Mutex<HashMap<String, u64>>,
     /// Provisioned concurrency, keyed `name\0qualifier`.
@@ -306,6 +316,7 @@ impl Scheduler {
             }),
             provisioned: Mutex::new(HashMap::new()),
             busy_pinned: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::default(),
         });
         let weak = Arc::downgrade(&s);
         std::thread::spawn(move || loop {
@@ -326,6 +337,52 @@ impl Scheduler {
             f.code_hex,
             f.config["RevisionId"].as_str().unwrap_or("")
         )
+    }
+
+    /// Destroys an env, counting its memory out of the committed total.
+    fn destroy_env(&self, env: &ExecutionEnvironment) {
+        self.metrics.memory_committed.fetch_sub(
+            env.limits.memory_bytes.min(
+                self.metrics
+                    .memory_committed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.sandbox.destroy(env);
+    }
+
+    /// In-flight invocations per function.
+    pub fn running_all(&self) -> std::collections::BTreeMap<String, u64> {
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        r.per_function
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Appends a failed invocation to `<state>/errors.log` (what `lamina status` shows);
+    /// the file is rotated at 1 MiB.
+    fn record_error(&self, f: &StoredFunction, request_id: &str, body: &[u8]) {
+        let t = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["errorType"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "Unhandled".into());
+        let path = self.state_dir.join("errors.log");
+        if fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20) {
+            let _ = fs::rename(&path, self.state_dir.join("errors.log.1"));
+        }
+        if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = writeln!(
+                file,
+                "{}\t{}:{}\t{}\t{}",
+                crate::util::utc_timestamp("Z"),
+                f.name,
+                f.version,
+                request_id,
+                t.replace(['\t', '\n'], " ")
+            );
+        }
     }
 
     pub fn concurrency_limit(&self) -> u64 {
@@ -418,7 +475,7 @@ impl Scheduler {
             out
         };
         for w in surplus {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
         self.fill(f, qualifier);
     }
@@ -455,7 +512,7 @@ impl Scheduler {
                             ..w
                         });
                     } else {
-                        s.sandbox.destroy(&w.env);
+                        s.destroy_env(&w.env);
                         s.unpin(&f.name, &qualifier, &key);
                     }
                 }
@@ -586,7 +643,7 @@ impl Scheduler {
             }
         };
         for w in gone {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -605,7 +662,7 @@ impl Scheduler {
             out
         };
         for w in expired {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -631,7 +688,7 @@ impl Scheduler {
             p.retain(|k, _| k.split('\u{0}').next() != Some(name));
         }
         for w in gone {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -648,7 +705,7 @@ impl Scheduler {
             idle.drain().flat_map(|(_, v)| v).collect()
         };
         for w in all {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -711,10 +768,8 @@ impl Scheduler {
             f.version,
             crate::util::random_hex(16)
         );
-        let path = self
-            .state_dir
-            .join("logs")
-            .join(group.trim_start_matches('/'))
+        let path = crate::logs::LogStore::new(&self.state_dir)
+            .ensure_group(&group)?
             .join(format!("{name}.log"));
         if let Some(p) = path.parent() {
             fs::create_dir_all(p)?;
@@ -770,11 +825,24 @@ impl Scheduler {
         init_type: &str,
     ) -> Result<(WarmEnv, Duration), Outcome> {
         let t0 = Instant::now();
+        struct Starting<'a>(&'a crate::metrics::Metrics);
+        impl Drop for Starting<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .starting
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.metrics
+            .starting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _starting = Starting(&self.metrics);
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
         let (log, log_w) = self
             .new_log(f)
             .map_err(|e| Outcome::ServiceError(format!("log stream: {e}")))?;
+        log.write(init_start_line(runtime, &self.region).as_bytes());
         let (argv, runtime_dir) = if runtime.starts_with("python") {
             (
                 vec![
@@ -817,8 +885,17 @@ impl Scheduler {
                     ),
                 });
             }
-            Err(e) => return Err(Outcome::ServiceError(format!("starting an env: {e}"))),
+            Err(e) => {
+                self.metrics
+                    .env_start_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Outcome::ServiceError(format!("starting an env: {e}")));
+            }
         };
+        self.metrics.memory_committed.fetch_add(
+            env.limits.memory_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let w = WarmEnv {
             env,
             log,
@@ -829,7 +906,7 @@ impl Scheduler {
             Ok(Some(EnvEvent::Ready)) => match self.sandbox.apply_cpu_quota(&w.env) {
                 Ok(()) => Ok((w, t0.elapsed())),
                 Err(e) => {
-                    self.sandbox.destroy(&w.env);
+                    self.destroy_env(&w.env);
                     Err(Outcome::ServiceError(format!("cpu quota: {e}")))
                 }
             },
@@ -864,7 +941,7 @@ impl Scheduler {
                 };
                 w.log.drain();
                 w.log.write(format!("INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {etype}\n").as_bytes());
-                self.sandbox.destroy(&w.env);
+                self.destroy_env(&w.env);
                 Err(Outcome::FunctionError { body })
             }
         }
@@ -875,10 +952,11 @@ impl Scheduler {
         let _slot = match self.acquire(&f.name) {
             Ok(s) => s,
             Err(reason) => {
+                self.metrics.throttle(&f.name, &f.version);
                 return InvokeOutcome {
                     result: Outcome::Throttled(reason),
                     log_tail: None,
-                }
+                };
             }
         };
         let key = Scheduler::key(f);
@@ -892,7 +970,7 @@ impl Scheduler {
         let (w, init) = match warm {
             Some(w) => {
                 if let Err(e) = self.sandbox.cgroups.freeze(&w.env.cgroup, false) {
-                    self.sandbox.destroy(&w.env);
+                    self.destroy_env(&w.env);
                     return InvokeOutcome {
                         result: Outcome::ServiceError(format!("thaw: {e}")),
                         log_tail: None,
@@ -903,14 +981,31 @@ impl Scheduler {
             None => match self.cold_start(f, "on-demand") {
                 Ok((w, d)) => (w, Some(d)),
                 Err(o) => {
+                    let body = match &o {
+                        Outcome::FunctionError { body } => body.clone(),
+                        Outcome::ServiceError(m) => error_body("ServiceException", m.clone()),
+                        _ => Vec::new(),
+                    };
+                    self.record_error(f, &req.request_id, &body);
+                    self.metrics.invocation(crate::metrics::Invocation {
+                        function: &f.name,
+                        version: &f.version,
+                        duration_secs: 0.0,
+                        init_secs: None,
+                        error: true,
+                        memory_bytes: 0,
+                    });
                     return InvokeOutcome {
                         result: o,
                         log_tail: None,
-                    }
+                    };
                 }
             },
         };
         let timeout = Duration::from_secs(f.config["Timeout"].as_u64().unwrap_or(3));
+        self.metrics
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = Instant::now();
         let deadline_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1038,6 +1133,32 @@ impl Scheduler {
         report.push('\n');
         w.log.write(report.as_bytes());
         let log_tail = req.tail.then(|| w.log.tail());
+        self.metrics
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let failed = match &result {
+            Outcome::FunctionError { body } => {
+                self.record_error(f, &req.request_id, body);
+                true
+            }
+            Outcome::ServiceError(m) => {
+                self.record_error(
+                    f,
+                    &req.request_id,
+                    &error_body("ServiceException", m.clone()),
+                );
+                true
+            }
+            _ => false,
+        };
+        self.metrics.invocation(crate::metrics::Invocation {
+            function: &f.name,
+            version: &f.version,
+            duration_secs: duration.as_secs_f64(),
+            init_secs: init.map(|d| d.as_secs_f64()),
+            error: failed,
+            memory_bytes: memory_peak,
+        });
         // An env whose version changed meanwhile (an update) is not reused.
         let current = matches!(
             self.registry.get_version(&f.name, &f.version),
@@ -1056,7 +1177,7 @@ impl Scheduler {
             if let Some(q) = &w.pinned {
                 self.unpin(&f.name, q, &key);
             }
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
         InvokeOutcome { result, log_tail }
     }
@@ -1068,6 +1189,22 @@ impl Scheduler {
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
+}
+
+/// Lambda's first platform line of a cold start: `INIT_START Runtime Version: ...`.
+fn init_start_line(runtime: &str, region: &str) -> String {
+    let (lang, ver) = match runtime.find(|c: char| c.is_ascii_digit() || c == '.') {
+        Some(i) => (&runtime[..i], runtime[i..].trim_start_matches('.')),
+        None => (runtime, ""),
+    };
+    let build = format!("lamina{}", env!("CARGO_PKG_VERSION").replace('.', ""));
+    let version = if ver.is_empty() {
+        build
+    } else {
+        format!("{ver}.{build}")
+    };
+    let id = crate::api::sigv4::sha256_hex(format!("{runtime} {version}").as_bytes());
+    format!("INIT_START Runtime Version: {lang}:{version}\tRuntime Version ARN: arn:aws:lambda:{region}::runtime:{id}\n")
 }
 
 fn exit_message(st: ExitStatus) -> String {

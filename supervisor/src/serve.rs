@@ -240,6 +240,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         keys: [(akid, secret)].into_iter().collect(),
         region: args.region.clone(),
         account: args.account_id.clone(),
+        state_dir: args.state_dir.clone(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -26,6 +26,8 @@ pub struct Api {
     pub keys: HashMap<String, String>,
     pub region: String,
     pub account: String,
+    /// The state directory (log files are read from it).
+    pub state_dir: std::path::PathBuf,
 }
 
 fn now_unix() -> i64 {
@@ -106,13 +108,19 @@ impl Api {
             headers: &headers,
             body: &req.body,
         };
-        sigv4::verify(&r, &self.keys, &["lambda"], now_unix(), 900)
+        sigv4::verify(&r, &self.keys, &["lambda", "logs"], now_unix(), 900)
             .map(|_| ())
             .map_err(|e| ApiError::new(e.http_status(), e.error_type(), e.message()))
     }
 
     fn route(&self, req: &Request, request_id: &str) -> ApiResult<Response> {
+        if req.method == "GET" && req.raw_path == "/metrics" {
+            return Ok(self.metrics());
+        }
         self.authenticate(req)?;
+        if req.method == "POST" && req.raw_path == "/" && Api::is_logs_call(req) {
+            return Ok(self.logs_api(req));
+        }
         let segs: Vec<String> = req
             .raw_path
             .split('/')

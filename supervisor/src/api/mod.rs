@@ -5,6 +5,8 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod logs;
+pub mod metrics;
 pub mod sigv4;
 pub mod validate;
 pub mod versions;
