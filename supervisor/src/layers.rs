@@ -578,6 +578,22 @@ impl Layers {
         Ok(out)
     }
 
+    /// The layer trees of a stored FunctionConfiguration (its `Layers[].Arn`), in order.
+    pub fn function_layer_dirs(&self, config: &serde_json::Value) -> Result<Vec<PathBuf>> {
+        let arns: Vec<String> = config["Layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x["Arn"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.content_dirs(&arns)
+    }
+
     /// Adds a statement to a version's policy; returns the policy's new revision id.
     /// `None` if the version does not exist.
     pub fn add_statement(

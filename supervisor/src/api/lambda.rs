@@ -23,6 +23,7 @@ pub const MAX_ZIP: usize = 52_428_800;
 pub struct Api {
     pub registry: Arc<Registry>,
     pub scheduler: Arc<Scheduler>,
+    pub layers: Arc<crate::layers::Layers>,
     pub keys: HashMap<String, String>,
     pub region: String,
     pub account: String,
@@ -52,7 +53,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn query(raw: &str) -> Vec<(String, String)> {
+pub(super) fn query(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| {
@@ -112,6 +113,10 @@ impl Api {
     }
 
     fn route(&self, req: &Request, request_id: &str) -> ApiResult<Response> {
+        // Layer content links carry their own signature (api/layers.rs).
+        if let Some(resp) = self.layer_content_download(req) {
+            return Ok(resp);
+        }
         self.authenticate(req)?;
         let segs: Vec<String> = req
             .raw_path
@@ -147,6 +152,8 @@ impl Api {
             ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
                 self.invoke(req, name, qv("Qualifier"), request_id)
             }
+            // Layers (api/layers.rs).
+            (_, ["2018-10-31", rest @ ..]) => self.route_layers(req, rest, &q),
             _ => Err(ApiError::new(
                 404,
                 "UnknownOperationException",
@@ -243,13 +250,8 @@ impl Api {
             }
         };
         let env = validate::environment(b.get("Environment"))?;
-        if let Some(layers) = b.get("Layers") {
-            if layers.as_array().is_some_and(|l| !l.is_empty()) {
-                return Err(ApiError::invalid(
-                    "Layers are not supported by this lamina yet.",
-                ));
-            }
-        }
+        // Layers (api/layers.rs): at most 5 existing versions, one per layer.
+        let layers = super::layers::function_layers(&self.layers, b.get("Layers"))?;
         let code = b
             .get("Code")
             .and_then(Value::as_object)
@@ -285,7 +287,7 @@ impl Api {
         })?;
         let sha_b64 = base64::engine::general_purpose::STANDARD
             .encode(hex::decode(&code_hex).unwrap_or_default());
-        let config = json!({
+        let mut config = json!({
             "FunctionName": name,
             "FunctionArn": self.arn(&name),
             "Runtime": runtime,
@@ -309,6 +311,9 @@ impl Api {
             "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{name}")},
             "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         });
+        if let Some(l) = layers.as_deref().filter(|l| !l.is_empty()) {
+            config["Layers"] = super::layers::config_layers(l);
+        }
         self.registry
             .create(&StoredFunction {
                 name: name.clone(),

@@ -3,5 +3,6 @@
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod layers;
 pub mod sigv4;
 pub mod validate;
