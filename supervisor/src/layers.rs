@@ -10,13 +10,16 @@
 //! Version numbers grow per layer name and are never reused, even after every version was
 //! deleted. Deleting a version only hides it from the API (and from new functions): functions
 //! created with it keep running with its content, as in Lambda, so the row and the tree stay.
+//!
+//! Writes take the database lock up front (`BEGIN IMMEDIATE`) and the connection waits up to
+//! 10 s for the registry's connection, so a write never fails on a lock upgrade.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::registry::unzip;
 
@@ -376,7 +379,7 @@ impl Layers {
         self.store_blob(&hex, new.zip)?;
         let created_date = crate::util::utc_timestamp("+0000");
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let last: Option<i64> = tx
             .query_row(
                 "SELECT last_version FROM layers WHERE name = ?1",
@@ -500,7 +503,7 @@ impl Layers {
     /// existed. The content stays for functions that reference it; its policy goes.
     pub fn delete(&self, name: &str, version: i64) -> Result<bool> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE layer_versions SET deleted = 1, policy_revision = NULL \
              WHERE name = ?1 AND version = ?2 AND deleted = 0",
@@ -605,7 +608,7 @@ impl Layers {
         revision: Option<&str>,
     ) -> Result<Option<String>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<Option<String>> = tx
             .query_row(
                 "SELECT policy_revision FROM layer_versions \
@@ -654,7 +657,7 @@ impl Layers {
         revision: Option<&str>,
     ) -> Result<bool> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<Option<String>> = tx
             .query_row(
                 "SELECT policy_revision FROM layer_versions \
