@@ -385,6 +385,17 @@ def test_aws_cli(server, lam, tmp_path):
     out = run("publish-layer-version", "--layer-name", "cli-layer", "--zip-file", f"fileb://{z}",
               "--compatible-runtimes", "cobol")
     assert out.returncode != 0 and "ValidationException" in out.stderr
+    out = run("add-layer-version-permission", "--layer-name", "cli-layer", "--version-number", "1",
+              "--statement-id", "everyone", "--action", "lambda:GetLayerVersion", "--principal", "*")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(json.loads(out.stdout)["Statement"])["Sid"] == "everyone"
+    out = run("get-layer-version-policy", "--layer-name", "cli-layer", "--version-number", "1")
+    assert out.returncode == 0 and "everyone" in json.loads(out.stdout)["Policy"], out.stderr
+    out = run("remove-layer-version-permission", "--layer-name", "cli-layer", "--version-number", "1",
+              "--statement-id", "everyone")
+    assert out.returncode == 0, out.stderr
+    out = run("get-layer-version-policy", "--layer-name", "cli-layer", "--version-number", "1")
+    assert out.returncode != 0 and "ResourceNotFoundException" in out.stderr
     out = run("delete-layer-version", "--layer-name", "cli-layer", "--version-number", "1")
     assert out.returncode == 0, out.stderr
     out = run("get-layer-version", "--layer-name", "cli-layer", "--version-number", "1")

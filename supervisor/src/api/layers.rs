@@ -668,10 +668,7 @@ impl Api {
     }
 
     fn location_signature(&self, hex: &str, expires: i64) -> String {
-        hex::encode(hmac_sha256(
-            &self.location_key(),
-            format!("{hex}\n{expires}").as_bytes(),
-        ))
+        location_signature(&self.location_key(), hex, expires)
     }
 
     /// A link to download the layer's ZIP, valid for 10 minutes (the API's own host).
@@ -708,11 +705,7 @@ impl Api {
         let Ok(expires) = expires.parse::<i64>() else {
             return Some(forbidden());
         };
-        let valid_hex = hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
-        let expected = self.location_signature(hex, expires);
-        let sig_ok: bool =
-            subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sig.as_bytes()).into();
-        if !valid_hex || !sig_ok || expires < unix_now() {
+        if !location_valid(&self.location_key(), hex, expires, sig, unix_now()) {
             return Some(forbidden());
         }
         match std::fs::read(self.layers.blob_path(hex)) {
@@ -722,6 +715,18 @@ impl Api {
             Err(_) => Some(ApiError::not_found(NOT_FOUND).response(&crate::util::uuid4())),
         }
     }
+}
+
+fn location_signature(key: &[u8], hex: &str, expires: i64) -> String {
+    hex::encode(hmac_sha256(key, format!("{hex}\n{expires}").as_bytes()))
+}
+
+/// Whether a `Content.Location` link is genuine and unexpired (and names a blob, nothing else).
+fn location_valid(key: &[u8], hex: &str, expires: i64, sig: &str, now: i64) -> bool {
+    let valid_hex = hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    let expected = location_signature(key, hex, expires);
+    let sig_ok: bool = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sig.as_bytes()).into();
+    valid_hex && sig_ok && expires >= now
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -771,6 +776,29 @@ mod tests {
                 .starts_with("2 validation errors detected: Value 'cobol' at 'compatibleRuntime'"),
             "{}",
             e.message
+        );
+    }
+
+    #[test]
+    fn location_links() {
+        let hex = "ab".repeat(32);
+        let sig = location_signature(b"k", &hex, 1000);
+        assert!(location_valid(b"k", &hex, 1000, &sig, 1000));
+        assert!(!location_valid(b"k", &hex, 1000, &sig, 1001), "expired");
+        assert!(!location_valid(b"k", &hex, 1001, &sig, 900), "other expiry");
+        assert!(
+            !location_valid(b"other", &hex, 1000, &sig, 900),
+            "other key"
+        );
+        assert!(
+            !location_valid(b"k", &hex, 1000, &sig[1..], 900),
+            "short signature"
+        );
+        let evil = "../../../../etc/passwd";
+        let sig = location_signature(b"k", evil, 1000);
+        assert!(
+            !location_valid(b"k", evil, 1000, &sig, 900),
+            "not a blob name"
         );
     }
 
