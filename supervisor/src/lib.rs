@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod layers;
 pub mod logs;
 pub mod metrics;
 pub mod registry;

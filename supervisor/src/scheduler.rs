@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lamina_init::protocol::{ExitStatus, InvokeHeader};
 use serde_json::json;
 
+use crate::layers::Layers;
 use crate::registry::{Registry, StoredFunction};
 use crate::sandbox::invoke::EnvEvent;
 use crate::sandbox::rootfs::Base;
@@ -217,6 +218,7 @@ pub struct Scheduler {
     me: std::sync::Weak<Scheduler>,
     sandbox: Arc<Sandbox>,
     registry: Arc<Registry>,
+    layers: Arc<Layers>,
     state_dir: PathBuf,
     region: String,
     idle: Mutex<HashMap<String, Vec<WarmEnv>>>,
@@ -295,6 +297,7 @@ impl Scheduler {
     pub fn new(
         sandbox: Arc<Sandbox>,
         registry: Arc<Registry>,
+        layers: Arc<Layers>,
         state_dir: PathBuf,
         region: String,
         idle_timeout: Duration,
@@ -305,6 +308,7 @@ impl Scheduler {
             me: me.clone(),
             sandbox,
             registry,
+            layers,
             state_dir,
             region,
             idle: Mutex::new(HashMap::new()),
@@ -856,7 +860,11 @@ impl Scheduler {
         };
         let spec = EnvSpec {
             code: Some(self.registry.code_dir(&f.code_hex)),
-            layers: Vec::new(),
+            // The function's layers at /opt, in order (the last one on top).
+            layers: self
+                .layers
+                .function_layer_dirs(c)
+                .map_err(|e| Outcome::ServiceError(format!("layers: {e}")))?,
             base: Base::Host,
             memory_mb: c["MemorySize"].as_u64().unwrap_or(128),
             tmp_mb: c["EphemeralStorage"]["Size"].as_u64().unwrap_or(512),

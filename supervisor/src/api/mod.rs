@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod layers;
 pub mod logs;
 pub mod metrics;
 pub mod sigv4;
