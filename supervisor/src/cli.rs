@@ -1,4 +1,5 @@
-//! Command line: `lamina run`, `lamina init` (internal).
+//! Command line: `lamina run`, `lamina serve`, `lamina logs`, `lamina status`, `lamina init`
+//! (internal).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ pub enum Command {
     Run(RunArgs),
     /// Serve Lambda's API (functions, invocations) until SIGTERM.
     Serve(crate::serve::ServeArgs),
+    /// Print a function's log events, like `aws logs tail` (from the state directory).
+    Logs(crate::status::LogsArgs),
+    /// One screen: functions, envs by state, memory budget, recent errors.
+    Status(crate::status::StatusArgs),
     /// PID 1 of an execution environment (started by lamina itself).
     #[command(hide = true)]
     Init,
@@ -80,6 +85,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => ExitCode::from(crate::run::run(&cli.global, args)),
         Command::Serve(args) => ExitCode::from(crate::serve::serve(&cli.global, args)),
+        Command::Logs(args) => ExitCode::from(crate::status::logs(args)),
+        Command::Status(args) => ExitCode::from(crate::status::status(args)),
         Command::Init => lamina_init::main(),
     }
 }

@@ -15,4 +15,5 @@ pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;
 pub mod serve;
+pub mod status;
 pub mod util;

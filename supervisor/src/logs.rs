@@ -405,13 +405,13 @@ impl LogStore {
 }
 
 /// Splits text into log lines as Lambda does: at newlines, and lines longer than CloudWatch's
-/// event limit into several events.
+/// event limit into several events (each stored with its own newline, within the limit).
 pub fn split_lines(text: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     for line in text.split_inclusive(|&b| b == b'\n') {
         let mut rest = line;
         while rest.len() > MAX_EVENT_BYTES {
-            let (a, b) = rest.split_at(MAX_EVENT_BYTES);
+            let (a, b) = rest.split_at(MAX_EVENT_BYTES - 1);
             out.push(a);
             rest = b;
         }
@@ -490,8 +490,8 @@ mod tests {
         text.extend_from_slice(b"short\n");
         let parts = split_lines(&text);
         assert_eq!(parts.len(), 4);
-        assert_eq!(parts[0].len(), MAX_EVENT_BYTES);
-        assert_eq!(parts[2].len(), 6);
+        assert_eq!(parts[0].len(), MAX_EVENT_BYTES - 1);
+        assert_eq!(parts[2].len(), 8);
         assert_eq!(parts[3], b"short\n");
     }
 }

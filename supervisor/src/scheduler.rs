@@ -122,7 +122,8 @@ impl LogStream {
             Some(last_nl) => Some(last_nl + 1),
             // A line that never ends is logged in event-sized pieces, not held in memory.
             None if partial.len() >= crate::logs::MAX_EVENT_BYTES => {
-                Some(partial.len() - partial.len() % crate::logs::MAX_EVENT_BYTES)
+                let piece = crate::logs::MAX_EVENT_BYTES - 1;
+                Some(partial.len() - partial.len() % piece)
             }
             None => None,
         };

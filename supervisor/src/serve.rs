@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// the limit when that is below 200.
     #[arg(long, value_name = "N")]
     pub min_unreserved: Option<u64>,
+    /// Days log streams are kept, for groups without a retention policy (PutRetentionPolicy).
+    #[arg(long, default_value = "30", value_name = "DAYS")]
+    pub log_retention_days: u64,
+    /// Largest size of one log group; its oldest streams are removed beyond it.
+    #[arg(long, default_value = "1024", value_name = "MIB")]
+    pub log_group_max_mb: u64,
 }
 
 /// The memory envs may use: MemTotal less 10% (at least 512 MiB) for the host, in MiB.
@@ -228,6 +234,18 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         Duration::from_secs(args.idle_timeout),
         concurrency(&args),
     );
+    // Log retention: by age and size per group, checked every minute.
+    {
+        let store = crate::logs::LogStore::new(&args.state_dir);
+        let (days, max) = (args.log_retention_days, args.log_group_max_mb << 20);
+        std::thread::spawn(move || loop {
+            let removed = store.enforce_retention(Some(days), Some(max));
+            if removed > 0 {
+                tracing::info!(removed, "log streams past retention removed");
+            }
+            std::thread::sleep(Duration::from_secs(60));
+        });
+    }
     // Provisioned concurrency survives restarts: start its envs again.
     match registry.list_provisioned(None) {
         Ok(all) => {

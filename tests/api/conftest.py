@@ -32,15 +32,22 @@ class Server:
             [LAMINA, "serve", "--listen", f"127.0.0.1:{self.port}", "--state-dir", self.state, "--region", "us-east-1",
              "--account-id", "123456789012", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 break
             except OSError:
+                if self.proc.poll() is not None:
+                    break
                 time.sleep(0.02)
         else:
-            raise RuntimeError("lamina serve did not start: " + open(os.path.join(self.state, "serve.log")).read())
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.poll() is not None:
+            log = open(os.path.join(self.state, "serve.log")).read()
+            self.stop()
+            raise RuntimeError("lamina serve did not start: " + log)
         self.credentials = os.path.join(self.state, "credentials")
 
     def env(self):
