@@ -15,6 +15,10 @@ use super::validate;
 use crate::registry::{Registry, RegistryError, StoredFunction};
 use crate::scheduler::{InvokeRequest, Outcome, Scheduler};
 
+// Asynchronous invocation: Event invokes and the EventInvokeConfig operations.
+#[path = "event_invoke.rs"]
+mod event_invoke;
+
 /// Largest synchronous Invoke payload.
 pub const MAX_SYNC_PAYLOAD: usize = 6_291_456;
 /// Largest direct-upload ZIP.
@@ -26,6 +30,8 @@ pub struct Api {
     pub keys: HashMap<String, String>,
     pub region: String,
     pub account: String,
+    /// Event invokes' durable queue and the EventInvokeConfigs.
+    pub async_queue: Arc<crate::async_invoke::AsyncQueue>,
 }
 
 fn now_unix() -> i64 {
@@ -146,6 +152,13 @@ impl Api {
             }
             ("POST", ["2015-03-31", "functions", name, "invocations"]) => {
                 self.invoke(req, name, qv("Qualifier"), request_id)
+            }
+            // Asynchronous invocation configuration (event_invoke.rs).
+            (_, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+                self.event_invoke_config(req, name, qv("Qualifier"))
+            }
+            ("GET", ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
+                self.list_event_invoke_configs(name, qv("Marker"), qv("MaxItems"))
             }
             _ => Err(ApiError::new(
                 404,
@@ -405,6 +418,10 @@ impl Api {
         let (f, _) = self.resolve(raw, qualifier)?;
         self.registry.delete(&f.name).map_err(storage)?;
         self.scheduler.retire(&f.name);
+        // Its EventInvokeConfigs and queued events go with it.
+        self.async_queue
+            .forget(&f.name, None)
+            .map_err(|e| ApiError::service(format!("storage error: {e}")))?;
         Ok(Response::new(204))
     }
 
@@ -433,7 +450,10 @@ impl Api {
                 "Member must satisfy enum value set: [None, Tail]",
             ));
         }
-        let (f, _) = self.resolve(raw, qualifier)?;
+        let (f, resolved_qualifier) = self.resolve(raw, qualifier)?;
+        if kind == "Event" {
+            Api::check_async_payload(req.body.len())?;
+        }
         if req.body.len() > MAX_SYNC_PAYLOAD {
             return Err(ApiError::new(
                 413,
@@ -479,20 +499,17 @@ impl Api {
                 })?)
             }
         };
-        match kind {
-            "DryRun" => return Ok(Response::new(204)),
-            "Event" => {
-                return Err(ApiError::invalid(
-                    "InvocationType Event is not supported by this lamina yet.",
-                ));
-            }
-            _ => {}
+        if kind == "DryRun" {
+            return Ok(Response::new(204));
         }
         let invoked_arn = match qualifier {
             Some(q) => format!("{}:{q}", self.arn(&f.name)),
             None if raw.starts_with("arn:") => raw.to_string(),
             None => self.arn(&f.name),
         };
+        if kind == "Event" {
+            return self.invoke_event(&f, resolved_qualifier, invoked_arn, payload, request_id);
+        }
         let outcome = self.scheduler.invoke(
             &f,
             InvokeRequest {

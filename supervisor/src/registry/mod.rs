@@ -70,6 +70,8 @@ impl Registry {
         }
         let _ = unzip::remove_stale_temp_dirs(&dir.join("code"));
         let db = Connection::open(dir.join("lamina.db"))?;
+        // The async queue writes to the same database through its own connection.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
