@@ -517,25 +517,32 @@ impl AsyncQueue {
     /// stay queued for the next start.
     pub fn shutdown(&self, grace: Duration, abort: &dyn Fn()) {
         let deadline = Instant::now() + grace;
-        let mut s = self.sched();
-        s.stopping = true;
-        self.wake.notify_all();
-        while !s.running.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                tracing::warn!(
-                    events = s.running.len(),
-                    "async invocations still running at the end of the drain: aborting them"
-                );
-                drop(s);
-                abort();
-                break;
+        let aborted = {
+            let mut s = self.sched();
+            s.stopping = true;
+            self.wake.notify_all();
+            loop {
+                if s.running.is_empty() {
+                    break false;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::warn!(
+                        events = s.running.len(),
+                        "async invocations still running at the end of the drain: aborting them"
+                    );
+                    break true;
+                }
+                s = self
+                    .wake
+                    .wait_timeout(s, (deadline - now).min(POLL))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
             }
-            s = self
-                .wake
-                .wait_timeout(s, (deadline - now).min(POLL))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+        };
+        // The workers need the lock to see `stopping` and return.
+        if aborted {
+            abort();
         }
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
@@ -1105,6 +1112,73 @@ mod tests {
         let t = Scripted::new(vec![Delivery::Gone("Function not found".into())]);
         assert_eq!(q.run_due(&t).unwrap(), 1);
         assert_eq!(q.pending().unwrap(), 0);
+    }
+
+    /// Blocks each run until released, then fails (as an env killed by the shutdown does).
+    struct Blocking {
+        started: AtomicBool,
+        release: Arc<AtomicBool>,
+    }
+
+    impl AsyncTarget for Blocking {
+        fn run(&self, _: &Invocation<'_>) -> Delivery {
+            self.started.store(true, Ordering::SeqCst);
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            fail()
+        }
+    }
+
+    #[test]
+    fn shutdown_aborts_after_the_grace_and_keeps_the_event() {
+        let d = tempfile::tempdir().unwrap();
+        let q = AsyncQueue::open(
+            d.path(),
+            Settings {
+                retry_delay: Duration::from_secs(60),
+                workers: 3,
+                arn_prefix: String::new(),
+            },
+        )
+        .unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(Blocking {
+            started: AtomicBool::new(false),
+            release: release.clone(),
+        });
+        q.start(target.clone(), Arc::new(AtomicBool::new(false)));
+        q.enqueue(&event("f", "x")).unwrap();
+        let t = Instant::now();
+        while !target.started.load(Ordering::SeqCst) {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let t = Instant::now();
+        q.shutdown(Duration::from_millis(300), &|| {
+            release.store(true, Ordering::SeqCst)
+        });
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // The failure came from the shutdown: not an attempt, the event stays for the next start.
+        let ev = q.load(1).unwrap().unwrap();
+        assert_eq!((ev.attempts, ev.invokes), (0, 0));
+        assert_eq!(q.pending().unwrap(), 1);
+    }
+
+    #[test]
+    fn idle_workers_stop_at_shutdown() {
+        let d = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicI64::new(T0));
+        let q = queue(d.path(), clock);
+        q.start(
+            Arc::new(Scripted::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        q.shutdown(Duration::from_secs(30), &|| panic!("nothing to abort"));
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
