@@ -619,7 +619,8 @@ impl AsyncQueue {
 
     /// Processes every event due now, one after the other, in this thread (unit tests; the
     /// workers do the same concurrently). Returns how many were processed.
-    pub fn run_due(&self, target: &dyn AsyncTarget) -> Result<usize> {
+    #[cfg(test)]
+    fn run_due(&self, target: &dyn AsyncTarget) -> Result<usize> {
         let mut n = 0;
         loop {
             let now = (self.clock)();
