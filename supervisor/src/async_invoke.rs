@@ -46,7 +46,7 @@ pub const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// payloads (as Lambda drops them for destinations with smaller limits).
 pub const MAX_RECORD: usize = 6_291_456;
 /// Longest a worker sleeps before looking at the queue and the stop flag again.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -483,3 +483,53 @@ def test_events_survive_sigkill_and_sigterm_and_old_events_expire():
         db.close()
     finally:
         srv.stop()
+
+
+def test_no_acknowledged_event_is_lost_across_random_sigkills():
+    """Event invokes arrive continuously; lamina is SIGKILLed at random moments and restarted on
+    the same state dir. Every invoke that was answered 202 runs (at least once) in the end."""
+    import random
+    import threading
+    srv = RestartableServer(["--async-retry-delay", "1", "--async-workers", "2"])
+    try:
+        create(srv.client(), "chaos", "record")
+        acked = []
+        for rnd in range(3):
+            lam = srv.client()
+            stop = threading.Event()
+
+            def invoker():
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    try:
+                        r = lam.invoke(FunctionName="chaos", InvocationType="Event",
+                                       Payload=json.dumps({"round": rnd, "i": i}))
+                    except Exception:  # the server died under this request: not acknowledged
+                        continue
+                    assert r["StatusCode"] == 202
+                    acked.append(r["ResponseMetadata"]["RequestId"])
+
+            threads = [threading.Thread(target=invoker) for _ in range(2)]
+            for t in threads:
+                t.start()
+            time.sleep(random.uniform(0.5, 2.5))
+            srv.kill9()
+            stop.set()
+            for t in threads:
+                t.join(30)
+            srv.start_again()
+        assert len(acked) > 20, len(acked)
+        wait_for(lambda: set(acked) <= {x["rid"] for x in runs(srv.state, "chaos")}, timeout=120,
+                 what=f"all {len(acked)} acknowledged events")
+        print(f"{len(acked)} acknowledged events, {len(runs(srv.state, 'chaos'))} runs")
+
+        def queued():
+            db = sqlite3.connect(f"file:{os.path.join(srv.state, 'lamina.db')}?mode=ro", uri=True)
+            try:
+                return db.execute("SELECT count(*) FROM async_events").fetchone()[0]
+            finally:
+                db.close()
+        wait_for(lambda: queued() == 0, what="an empty queue")
+    finally:
+        srv.stop()
