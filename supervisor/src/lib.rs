@@ -5,6 +5,7 @@
 //! every execution environment.
 
 pub mod api;
+pub mod async_invoke;
 pub mod cli;
 pub mod layers;
 pub mod logs;

@@ -12,6 +12,7 @@ use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::api::lambda::Api;
+use crate::async_invoke::{self, AsyncQueue};
 use crate::cli::Global;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -61,6 +62,22 @@ pub struct ServeArgs {
     /// Largest size of one log group; its oldest streams are removed beyond it.
     #[arg(long, default_value = "1024", value_name = "MIB")]
     pub log_group_max_mb: u64,
+    /// Asynchronous (Event) invocations: seconds before the first retry after a function
+    /// error; the n-th retry waits n times this (Lambda: about 60, then 120).
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = parse_delay)]
+    pub async_retry_delay: Duration,
+    /// Asynchronous (Event) invocations processed at once.
+    #[arg(long, default_value = "4", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub async_workers: u16,
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0 and 3600"
+        )),
+    }
 }
 
 /// The memory envs may use: MemTotal less 10% (at least 512 MiB) for the host, in MiB.
@@ -205,6 +222,23 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
+    let async_queue = match AsyncQueue::open(
+        &args.state_dir,
+        async_invoke::Settings {
+            retry_delay: args.async_retry_delay,
+            workers: usize::from(args.async_workers),
+            arn_prefix: format!(
+                "arn:aws:lambda:{}:{}:function:",
+                args.region, args.account_id
+            ),
+        },
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("lamina: async queue: {e}");
+            return 1;
+        }
+    };
     let cfg = SandboxConfig {
         run_dir: global.run_dir.clone(),
         cgroup_parent: global.cgroup_parent.clone(),
@@ -269,6 +303,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         region: args.region.clone(),
         account: args.account_id.clone(),
         state_dir: args.state_dir.clone(),
+        async_queue: async_queue.clone(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -280,6 +315,8 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             stop.store(true, Ordering::Relaxed);
         });
     }
+    // Queued Event invocations (from earlier runs too) start being processed.
+    api.start_async_workers(stop.clone());
     eprintln!(
         "lamina: serving the Lambda API on http://{} (region {}, state {}, cgroups {}, ready in {} ms)\nlamina: credentials: AWS_SHARED_CREDENTIALS_FILE={}",
         args.listen,
@@ -296,6 +333,10 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         stop,
         Duration::from_secs(args.drain_timeout),
     );
+    // Async invocations in progress get the drain period too; what is left stays queued.
+    async_queue.shutdown(Duration::from_secs(args.drain_timeout), &|| {
+        scheduler.kill_all()
+    });
     // In-flight invocations have finished (the workers were joined); tear every env down.
     scheduler.shutdown();
     drop(api);

@@ -187,6 +187,14 @@ def test_metrics_and_status(server, lam):
     assert sample("lamina_envs", state="frozen") >= 1
     assert sample("lamina_memory_budget_bytes") > 0 and sample("lamina_memory_committed_bytes") >= 128 << 20
     assert "lamina_env_start_failures" in fams and "lamina_throttles" in fams
+    # Async queue depth and age, while events wait or run.
+    create(lam, "queued", CHATTY, Timeout=10)
+    for _ in range(2):
+        lam.invoke(FunctionName="queued", InvocationType="Event", Payload=json.dumps({"sleep": 2}))
+    text = urllib.request.urlopen(server.endpoint + "/metrics", timeout=10).read().decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert sample("lamina_async_queue_depth", function="queued", version="$LATEST") >= 1
+    assert sample("lamina_async_oldest_event_age_seconds", function="queued", version="$LATEST") >= 0
     port = server.endpoint.rsplit(":", 1)[1]
     out = subprocess.run([LAMINA, "status", "--state-dir", server.state, "--listen", f"127.0.0.1:{port}"],
                          capture_output=True, text=True, timeout=30)

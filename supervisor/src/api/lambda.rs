@@ -15,6 +15,10 @@ use super::validate;
 use crate::registry::{Registry, RegistryError, StoredFunction};
 use crate::scheduler::{InvokeRequest, Outcome, Scheduler};
 
+// Asynchronous invocation: Event invokes and the EventInvokeConfig operations.
+#[path = "event_invoke.rs"]
+mod event_invoke;
+
 /// Largest synchronous Invoke payload.
 pub const MAX_SYNC_PAYLOAD: usize = 6_291_456;
 /// Largest direct-upload ZIP.
@@ -29,6 +33,8 @@ pub struct Api {
     pub account: String,
     /// The state directory (log files are read from it).
     pub state_dir: std::path::PathBuf,
+    /// Event invokes' durable queue and the EventInvokeConfigs.
+    pub async_queue: Arc<crate::async_invoke::AsyncQueue>,
 }
 
 fn now_unix() -> i64 {
@@ -221,6 +227,13 @@ impl Api {
             }
             // Layers (api/layers.rs).
             (_, ["2018-10-31", rest @ ..]) => self.route_layers(req, rest, &q),
+            // Asynchronous invocation configuration (event_invoke.rs).
+            (_, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
+                self.event_invoke_config(req, name, qv("Qualifier"))
+            }
+            ("GET", ["2019-09-25", "functions", name, "event-invoke-config", "list"]) => {
+                self.list_event_invoke_configs(name, qv("Marker"), qv("MaxItems"))
+            }
             _ => Err(ApiError::new(
                 404,
                 "UnknownOperationException",
@@ -517,6 +530,10 @@ impl Api {
                     return Err(self.function_not_found(&name, None));
                 }
                 self.scheduler.retire(&name, None);
+                // Its EventInvokeConfigs and queued events go with it.
+                self.async_queue
+                    .forget(&name, None)
+                    .map_err(|e| ApiError::service(format!("storage error: {e}")))?;
                 Ok(Response::new(204))
             }
             Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => {
@@ -531,6 +548,9 @@ impl Api {
                     return Err(self.function_not_found(&name, Some(v)));
                 }
                 self.scheduler.retire(&name, Some(v));
+                self.async_queue
+                    .forget(&name, Some(v))
+                    .map_err(|e| ApiError::service(format!("storage error: {e}")))?;
                 Ok(Response::new(204))
             }
             Some(alias) => {
@@ -576,6 +596,9 @@ impl Api {
         }
         let (name, q) = self.function_ref(raw, qualifier)?;
         let f = self.lookup(&name, q.as_deref(), true)?;
+        if kind == "Event" {
+            Api::check_async_payload(req.body.len())?;
+        }
         if req.body.len() > MAX_SYNC_PAYLOAD {
             return Err(ApiError::new(
                 413,
@@ -621,19 +644,16 @@ impl Api {
                 })?)
             }
         };
-        match kind {
-            "DryRun" => return Ok(Response::new(204)),
-            "Event" => {
-                return Err(ApiError::invalid(
-                    "InvocationType Event is not supported by this lamina yet.",
-                ));
-            }
-            _ => {}
+        if kind == "DryRun" {
+            return Ok(Response::new(204));
         }
         let invoked_arn = match &q {
             Some(q) => format!("{}:{q}", self.arn(&f.name)),
             None => self.arn(&f.name),
         };
+        if kind == "Event" {
+            return self.invoke_event(&f, q.clone(), invoked_arn, payload, request_id);
+        }
         let outcome = self.scheduler.invoke(
             &f,
             InvokeRequest {

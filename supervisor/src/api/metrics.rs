@@ -11,7 +11,7 @@ impl Api {
             &self.scheduler.running_all(),
             self.scheduler.idle_count() as u64,
             budget,
-            &crate::metrics::QueueStats::new(),
+            &self.async_queue.depth().unwrap_or_default(),
         );
         Response::json(200, text.into_bytes())
             .content_type(Some("text/plain; version=0.0.4; charset=utf-8".into()))

@@ -398,6 +398,9 @@ impl Api {
         self.alias(&name, alias)?;
         self.registry.delete_alias(&name, alias).map_err(storage)?;
         self.scheduler.forget_provisioned(&name, alias);
+        self.async_queue
+            .forget(&name, Some(alias))
+            .map_err(|e| ApiError::service(format!("storage error: {e}")))?;
         Ok(Response::new(204))
     }
 

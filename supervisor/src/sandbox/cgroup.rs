@@ -161,6 +161,19 @@ fn mkdir_p(dir: &Path) -> Result<()> {
 
 /// Removes `dir` and its subdirectories deepest first (cgroup dirs hold only control files,
 /// which rmdir ignores), retrying while the kernel still reports the group busy.
+/// Thaws a v1 freezer group and every group below it (thawing a parent leaves children that
+/// were frozen on their own frozen).
+fn thaw_tree(dir: &Path) {
+    let _ = fs::write(dir.join("freezer.state"), "THAWED");
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                thaw_tree(&e.path());
+            }
+        }
+    }
+}
+
 fn rmdir_tree(dir: &Path) -> Result<()> {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -579,8 +592,11 @@ impl Cgroups for V1 {
             if pids.is_empty() {
                 return;
             }
-            // A frozen task only dies once thawed.
-            let _ = self.freeze(rel, false);
+            // A frozen task only dies once thawed; groups below `rel` (a dead instance's envs)
+            // may be frozen on their own.
+            if let Some(d) = self.group("freezer", rel) {
+                thaw_tree(&d);
+            }
             kill_pids(&pids);
             std::thread::sleep(Duration::from_millis(1));
         }
