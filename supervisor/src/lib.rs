@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod registry;
 pub mod run;
+pub mod runtimes;
 pub mod sandbox;
 pub mod scheduler;
 pub mod serve;

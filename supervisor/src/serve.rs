@@ -15,7 +15,7 @@ use crate::api::lambda::Api;
 use crate::cli::Global;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::scheduler::{self, Scheduler};
+use crate::scheduler::Scheduler;
 
 /// `lamina serve`
 #[derive(Debug, Args)]
@@ -127,7 +127,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    if let Err(e) = scheduler::install_runtimes(&args.state_dir) {
+    if let Err(e) = crate::runtimes::install_embedded(&args.state_dir) {
         eprintln!("lamina: runtimes: {e}");
         return 1;
     }
