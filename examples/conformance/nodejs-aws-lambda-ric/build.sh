@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
-version=4.0.2
+version=3.3.0  # 4.x needs Node.js >= 22; the machine has 20
 cache=${LAMINA_EXAMPLES_CACHE:-$repo/target/examples}/npm-aws-lambda-ric-$version
 if [ ! -f "$cache/.done" ]; then
   rm -rf "$cache"; mkdir -p "$cache"
@@ -18,8 +18,8 @@ t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 mkdir -p "$t/node_modules"
 cp -R "$cache/node_modules/aws-lambda-ric" "$t/node_modules/"
 # Only what runs: the package's dist and its built addon, not the build tree.
-rm -rf "$t/node_modules/aws-lambda-ric/deps" "$t/node_modules/aws-lambda-ric/build/Release/obj.target" \
-  "$t/node_modules/aws-lambda-ric/build/Release/.deps"
+rm -rf "$t/node_modules/aws-lambda-ric/deps" "$t/node_modules/aws-lambda-ric/build" \
+  "$t/node_modules/aws-lambda-ric/node-addon-api"
 cp "$here/../nodejs20.x/index.js" "$t/"
 cat >"$t/bootstrap" <<'SH'
 #!/bin/sh
