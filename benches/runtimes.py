@@ -91,7 +91,8 @@ def main():
     lines = [
         "# Invoke latency per runtime",
         "",
-        f"`make bench-runtimes` (benches/runtimes.py): one `lamina serve` (release build), boto3 on loopback, "
+        f"`make bench-runtimes` (benches/runtimes.py): one `lamina serve` ({os.path.relpath(tc.LAMINA, REPO)}), "
+        f"boto3 on loopback, "
         f"the conformance function of each runtime (`echo` op), {COLD} cold starts (first invoke of a "
         f"freshly created function) and {WARM} warm invokes each. Client round-trip times; Init is the REPORT "
         f"line's Init Duration (env start + runtime Init). Host: {os.cpu_count()} CPUs, shared.",
