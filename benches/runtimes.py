@@ -88,6 +88,8 @@ def main():
                   flush=True)
     finally:
         server.stop()
+        import shutil
+        shutil.rmtree(dep.work, ignore_errors=True)
     lines = [
         "# Invoke latency per runtime",
         "",
