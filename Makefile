@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api test-privileged test-v2 leak-check bench clean examples
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-conformance runtimes test-api test-privileged test-v2 leak-check bench bench-runtimes clean examples
 
 all: build
 
@@ -37,14 +37,14 @@ $(VENV)/.done: tests/requirements.txt
 
 ## deps: Debian packages the tests and benchmarks need.
 deps:
-	@missing=""; for p in gcc libc6-dev python3 python3-venv jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio; do \
+	@missing=""; for p in gcc libc6-dev python3 python3-venv jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio ruby autoconf automake libtool; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 ## test: the whole suite (unit, privileged on this host's cgroup layout, privileged in a pure
 ## cgroup v2 guest, leak check).
-test: deps build venv lint unit test-runtimes test-privileged test-api test-v2 leak-check
+test: deps build venv lint unit test-runtimes test-privileged test-api test-conformance test-v2 leak-check
 	@echo "make test: all suites passed"
 
 lint:
@@ -57,7 +57,20 @@ unit:
 
 ## test-runtimes: the language bootstraps against a fake Runtime API.
 test-runtimes: venv
-	$(VENV)/bin/python -m pytest -q tests/runtimes
+	$(VENV)/bin/python -m pytest -q tests/runtimes --ignore=tests/runtimes/test_conformance.py
+
+## runtimes: every runtime layer lamina knows (rootfs/runtimes/*), built with `lamina runtime
+## build` into a state dir the conformance suite and the benchmark import from (downloads cached
+## there, so rebuilds work offline).
+RUNTIMES_STATE := $(CURDIR)/target/runtime-state
+export LAMINA_RUNTIMES_STATE := $(RUNTIMES_STATE)
+runtimes: build
+	$(LAMINA) runtime build all --state-dir $(RUNTIMES_STATE)
+
+## test-conformance: one conformance function per runtime (examples/conformance/*) through the
+## Invoke API of a real lamina serve (root).
+test-conformance: build venv examples runtimes
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/runtimes/test_conformance.py
 
 ## examples: function code the tests deploy: a static `bootstrap` built with AWS's lambda_runtime
 ## crate (examples/rust-lambda, its own Cargo project and lock file; output under target/examples).
@@ -82,8 +95,12 @@ test-v2: build
 leak-check:
 	tests/leak-check.sh
 
-bench: deps build
+bench: deps build venv examples runtimes
 	benches/run.sh
+
+## bench-runtimes: cold and warm invoke per runtime (benches/results/runtimes.md).
+bench-runtimes: build venv examples runtimes
+	$(VENV)/bin/python benches/runtimes.py
 
 clean:
 	$(CARGO) clean

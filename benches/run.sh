@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 export LAMINA_BIN="${LAMINA_BIN:-$PWD/target/release/lamina}"
 python3 benches/coldstart.py
 python3 benches/invoke.py
+# Per-runtime cold/warm invokes need boto3 (the venv) and the runtime layers (`make runtimes`).
+"${VENV_PYTHON:-.venv/bin/python}" benches/runtimes.py

@@ -4,7 +4,8 @@
 //! 2. `root-overlay`: a read-only overlay of the skeleton (mountpoints and the generated `/etc`)
 //!    over the base tree at the assembly mountpoint.
 //! 3. `binds`: host directories (for `--base host`: `/usr`, real `/lib*` dirs, `/etc/ssl/certs`,
-//!    ...) bound read-only, nosuid, nodev.
+//!    ...) bound read-only, nosuid, nodev; then the runtime layer's `runtime/` at `/var/runtime`
+//!    and `lang/` at `/var/lang` (read-only, nosuid, nodev).
 //! 4. `code`: the function's code bound read-only at `/var/task`.
 //! 5. `layers`: layers at `/opt` (one: a read-only bind; several: a read-only overlay with the
 //!    last layer on top).
@@ -311,10 +312,21 @@ mod tests {
         RootfsPlan {
             mountpoint: "/run/lamina/i/e1/root".into(),
             root_lowers: vec!["/run/lamina/i/skel".into(), "/run/lamina/i/empty".into()],
-            binds: vec![Bind {
-                source: "/usr".into(),
-                target: "/usr".into(),
-            }],
+            binds: vec![
+                Bind {
+                    source: "/usr".into(),
+                    target: "/usr".into(),
+                },
+                // A runtime layer: runtime/ at /var/runtime, lang/ at /var/lang.
+                Bind {
+                    source: "/var/lib/lamina/runtimes/nodejs20.x/runtime".into(),
+                    target: "/var/runtime".into(),
+                },
+                Bind {
+                    source: "/var/lib/lamina/runtimes/nodejs20.x/lang".into(),
+                    target: "/var/lang".into(),
+                },
+            ],
             code: Some("/srv/code".into()),
             layers: (1..=layers)
                 .map(|i| PathBuf::from(format!("/srv/l{i}")))
@@ -353,6 +365,10 @@ mod tests {
             format!("mount {r}"),
             format!("mount {r}/usr"),
             format!("mount {r}/usr"),
+            format!("mount {r}/var/runtime"),
+            format!("mount {r}/var/runtime"),
+            format!("mount {r}/var/lang"),
+            format!("mount {r}/var/lang"),
             format!("mount {r}/var/task"),
             format!("mount {r}/var/task"),
             format!("mount {r}/opt"),

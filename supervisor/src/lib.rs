@@ -12,6 +12,7 @@ pub mod logs;
 pub mod metrics;
 pub mod registry;
 pub mod run;
+pub mod runtimes;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;

@@ -230,6 +230,7 @@ pub fn run(global: &Global, args: RunArgs) -> u8 {
         cwd: PathBuf::from("/var/task"),
         runtime_api: false,
         runtime_dir: None,
+        lang_dir: None,
         stdout: None,
     };
     let env = match sandbox.start(&spec) {

@@ -43,6 +43,9 @@ pub enum Outcome {
         body: Vec<u8>,
     },
     Throttled(&'static str),
+    /// The function's runtime has no built layer (or a broken one): Lambda's
+    /// `InvalidRuntimeException` (502).
+    InvalidRuntime(String),
     ServiceError(String),
 }
 
@@ -237,61 +240,6 @@ fn error_body(error_type: &str, message: String) -> Vec<u8> {
     json!({"errorType": error_type, "errorMessage": message})
         .to_string()
         .into_bytes()
-}
-
-/// The Python bootstrap, embedded so that the single binary is self-contained.
-const PYTHON_RUNTIME: &[(&str, &str)] = &[
-    ("bootstrap", include_str!("../../rootfs/python/bootstrap")),
-    (
-        "bootstrap.py",
-        include_str!("../../rootfs/python/bootstrap.py"),
-    ),
-    (
-        "lambda_runtime_lamina/__init__.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/__init__.py"),
-    ),
-    (
-        "lambda_runtime_lamina/runtime.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/runtime.py"),
-    ),
-    (
-        "lambda_runtime_lamina/rapid.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/rapid.py"),
-    ),
-    (
-        "lambda_runtime_lamina/codec.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/codec.py"),
-    ),
-    (
-        "lambda_runtime_lamina/context.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/context.py"),
-    ),
-    (
-        "lambda_runtime_lamina/logs.py",
-        include_str!("../../rootfs/python/lambda_runtime_lamina/logs.py"),
-    ),
-];
-
-/// Writes the embedded runtimes under `<state>/runtimes/` (read-only trees).
-pub fn install_runtimes(state_dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = state_dir.join("runtimes/python3.11");
-    for (name, content) in PYTHON_RUNTIME {
-        let p = dir.join(name);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        if fs::read_to_string(&p).ok().as_deref() != Some(*content) {
-            let tmp = p.with_extension("tmp");
-            fs::write(&tmp, content)?;
-            fs::set_permissions(
-                &tmp,
-                fs::Permissions::from_mode(if *name == "bootstrap" { 0o555 } else { 0o444 }),
-            )?;
-            fs::rename(&tmp, &p)?;
-        }
-    }
-    Ok(())
 }
 
 impl Scheduler {
@@ -714,7 +662,15 @@ impl Scheduler {
         }
     }
 
-    fn env_vars(&self, f: &StoredFunction, log: &LogStream, init_type: &str) -> Vec<String> {
+    /// The runtime process's environment: defaults, then the runtime layer's own variables,
+    /// then the function's, then Lambda's reserved ones.
+    fn env_vars(
+        &self,
+        f: &StoredFunction,
+        log: &LogStream,
+        runtime_env: &std::collections::BTreeMap<String, String>,
+        init_type: &str,
+    ) -> Vec<String> {
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
         let mut vars: Vec<(String, String)> = vec![
@@ -723,6 +679,10 @@ impl Scheduler {
             ("LANG".into(), "en_US.UTF-8".into()),
             ("TZ".into(), ":UTC".into()),
         ];
+        for (k, v) in runtime_env {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.clone(), v.clone()));
+        }
         if let Some(env) = c["Environment"]["Variables"].as_object() {
             for (k, v) in env {
                 vars.retain(|(n, _)| n != k);
@@ -844,21 +804,23 @@ impl Scheduler {
         let _starting = Starting(&self.metrics);
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
+        // The runtime's layer: its manifest says what runs, with which extra environment.
+        let rt = match crate::runtimes::resolve(&self.state_dir, runtime) {
+            Ok(r) => r,
+            Err(e @ crate::runtimes::RuntimeError::NotBuilt(_)) => {
+                return Err(Outcome::InvalidRuntime(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(runtime, %e, "runtime layer unusable");
+                return Err(Outcome::InvalidRuntime(format!(
+                    "The runtime {runtime} is unusable on this lamina ({e}); rebuild it with `lamina runtime build {runtime}`"
+                )));
+            }
+        };
         let (log, log_w) = self
             .new_log(f)
             .map_err(|e| Outcome::ServiceError(format!("log stream: {e}")))?;
         log.write(init_start_line(runtime, &self.region).as_bytes());
-        let (argv, runtime_dir) = if runtime.starts_with("python") {
-            (
-                vec![
-                    "/usr/bin/python3".to_string(),
-                    "/var/runtime/bootstrap".to_string(),
-                ],
-                Some(self.state_dir.join("runtimes/python3.11")),
-            )
-        } else {
-            (vec!["/var/task/bootstrap".to_string()], None)
-        };
         let spec = EnvSpec {
             code: Some(self.registry.code_dir(&f.code_hex)),
             // The function's layers at /opt, in order (the last one on top).
@@ -870,11 +832,12 @@ impl Scheduler {
             memory_mb: c["MemorySize"].as_u64().unwrap_or(128),
             tmp_mb: c["EphemeralStorage"]["Size"].as_u64().unwrap_or(512),
             pids: 1024,
-            argv,
-            env: self.env_vars(f, &log, init_type),
+            argv: rt.manifest.argv.clone(),
+            env: self.env_vars(f, &log, &rt.manifest.env, init_type),
             cwd: PathBuf::from("/var/task"),
             runtime_api: true,
-            runtime_dir,
+            runtime_dir: rt.runtime_dir,
+            lang_dir: rt.lang_dir,
             stdout: Some(log_w.as_raw_fd()),
         };
         let started = self.sandbox.start(&spec);
@@ -993,6 +956,9 @@ impl Scheduler {
                     let body = match &o {
                         Outcome::FunctionError { body } => body.clone(),
                         Outcome::ServiceError(m) => error_body("ServiceException", m.clone()),
+                        Outcome::InvalidRuntime(m) => {
+                            error_body("InvalidRuntimeException", m.clone())
+                        }
                         _ => Vec::new(),
                     };
                     self.record_error(f, &req.request_id, &body);

@@ -16,7 +16,7 @@ use crate::async_invoke::{self, AsyncQueue};
 use crate::cli::Global;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::scheduler::{self, ConcurrencyConfig, Scheduler};
+use crate::scheduler::{ConcurrencyConfig, Scheduler};
 use crate::secrets::Sealer;
 
 /// `lamina serve`
@@ -192,7 +192,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    if let Err(e) = scheduler::install_runtimes(&args.state_dir) {
+    if let Err(e) = crate::runtimes::install_embedded(&args.state_dir) {
         eprintln!("lamina: runtimes: {e}");
         return 1;
     }

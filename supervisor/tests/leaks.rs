@@ -70,6 +70,7 @@ fn many_envs_in_a_row_leave_nothing_behind() {
         cwd: PathBuf::from("/var/task"),
         runtime_api: false,
         runtime_dir: None,
+        lang_dir: None,
         stdout: None,
     };
     // Warm up allocator pools and lazily built state (skeleton) first.

@@ -171,6 +171,7 @@ impl Runtime {
             cwd: PathBuf::from("/var/task"),
             runtime_api: true,
             runtime_dir: None,
+            lang_dir: None,
             stdout: None,
         };
         let env = sb.start(&spec).expect("start env");

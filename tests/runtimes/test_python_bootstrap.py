@@ -1,7 +1,7 @@
-"""lamina's python runtime bootstrap (rootfs/python) against a fake Runtime API.
+"""lamina's python runtime bootstrap (rootfs/runtimes/python3.11/runtime) against a fake Runtime API.
 
 Each test writes handler files into a temp dir used as LAMBDA_TASK_ROOT (and cwd),
-starts a fake Runtime API (2018-06-01) on 127.0.0.1, runs rootfs/python/bootstrap
+starts a fake Runtime API (2018-06-01) on 127.0.0.1, runs rootfs/runtimes/python3.11/runtime/bootstrap
 as a subprocess and checks what the runtime posted and printed.
 
 Run: python3 -m pytest tests/runtimes/test_python_bootstrap.py
@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_DIR = REPO / "rootfs" / "python"
+RUNTIME_DIR = REPO / "rootfs" / "runtimes" / "python3.11" / "runtime"
 BOOTSTRAP = RUNTIME_DIR / "bootstrap"
 PYTHON = "/usr/bin/python3"
 PREFIX = "/2018-06-01/runtime"

@@ -108,6 +108,13 @@ impl AsyncTarget for ApiTarget {
                 body,
             },
             Outcome::Throttled(reason) => Delivery::Throttled(reason.to_string()),
+            Outcome::InvalidRuntime(msg) => Delivery::FunctionError {
+                executed_version,
+                body:
+                    serde_json::json!({"errorType": "InvalidRuntimeException", "errorMessage": msg})
+                        .to_string()
+                        .into_bytes(),
+            },
             Outcome::ServiceError(msg) => Delivery::ServiceError(msg),
         }
     }

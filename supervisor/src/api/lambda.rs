@@ -676,6 +676,9 @@ impl Api {
                 e.reason = Some(reason);
                 return Err(e);
             }
+            Outcome::InvalidRuntime(msg) => {
+                return Err(ApiError::new(502, "InvalidRuntimeException", msg))
+            }
             Outcome::ServiceError(msg) => return Err(ApiError::service(msg)),
         };
         if let Some(tail) = outcome.log_tail {

@@ -4,9 +4,9 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
 
-/// Runtimes this lamina can run, and the other identifiers Lambda's model knows.
-pub const SUPPORTED_RUNTIMES: &[&str] =
-    &["provided", "provided.al2", "provided.al2023", "python3.11"];
+/// The runtime identifiers Lambda's model knows. The runtimes this lamina can run are those it
+/// has sources for (`crate::runtimes::known`, from `rootfs/runtimes/`), which may add names of
+/// their own (e.g. `ruby3.1`, the Debian Ruby).
 pub const LAMBDA_RUNTIMES: &[&str] = &[
     "nodejs",
     "nodejs4.3",
@@ -392,7 +392,8 @@ pub fn handler(v: &str) -> ApiResult<()> {
 }
 
 pub fn runtime(v: &str) -> ApiResult<()> {
-    if !LAMBDA_RUNTIMES.contains(&v) {
+    let supported = crate::runtimes::is_known(v);
+    if !LAMBDA_RUNTIMES.contains(&v) && !supported {
         return Err(ApiError::validation(
             v,
             "runtime",
@@ -402,10 +403,10 @@ pub fn runtime(v: &str) -> ApiResult<()> {
             ),
         ));
     }
-    if !SUPPORTED_RUNTIMES.contains(&v) {
+    if !supported {
         return Err(ApiError::invalid(format!(
             "The runtime parameter of {v} is not supported by this lamina. Supported runtimes: {}.",
-            SUPPORTED_RUNTIMES.join(", ")
+            crate::runtimes::known().collect::<Vec<_>>().join(", ")
         )));
     }
     Ok(())
@@ -550,7 +551,7 @@ mod tests {
             "ValidationException"
         );
         assert_eq!(
-            runtime("nodejs20.x").unwrap_err().error_type,
+            runtime("nodejs8.10").unwrap_err().error_type,
             "InvalidParameterValueException"
         );
     }

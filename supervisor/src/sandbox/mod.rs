@@ -118,6 +118,8 @@ pub struct EnvSpec {
     pub runtime_api: bool,
     /// A managed runtime's files, bound read-only at /var/runtime.
     pub runtime_dir: Option<PathBuf>,
+    /// A runtime's language toolchain, bound read-only at /var/lang.
+    pub lang_dir: Option<PathBuf>,
     /// Where the env's stdout and stderr go (stdin is then /dev/null); `None`: lamina's own
     /// stdio, as `lamina run` wants.
     pub stdout: Option<std::os::fd::RawFd>,
@@ -359,11 +361,16 @@ impl Sandbox {
                 root_lowers: skel.root_lowers(&spec.base),
                 binds: {
                     let mut b = skel.binds.clone();
-                    if let Some(rt) = &spec.runtime_dir {
-                        b.push(lamina_init::protocol::Bind {
-                            source: rt.clone(),
-                            target: PathBuf::from("/var/runtime"),
-                        });
+                    for (dir, target) in [
+                        (&spec.runtime_dir, "/var/runtime"),
+                        (&spec.lang_dir, "/var/lang"),
+                    ] {
+                        if let Some(d) = dir {
+                            b.push(lamina_init::protocol::Bind {
+                                source: d.clone(),
+                                target: PathBuf::from(target),
+                            });
+                        }
                     }
                     b
                 },

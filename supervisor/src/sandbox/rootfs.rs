@@ -28,6 +28,7 @@ const MOUNTPOINTS: &[&str] = &[
     "tmp",
     "var/task",
     "var/runtime",
+    "var/lang",
     "opt",
     "etc",
 ];
