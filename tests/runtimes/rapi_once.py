@@ -34,7 +34,7 @@ class H(BaseHTTPRequestHandler):
             return self._reply(500)
         result["served"] = True
         deadline = int(time.time() * 1000) + 30000
-        self._reply(200, EVENT, [("Lambda-Runtime-Aws-Request-Id", "req-1"),
+        self._reply(200, EVENT, [("Content-Type", "application/json"), ("Lambda-Runtime-Aws-Request-Id", "req-1"),
                                  ("Lambda-Runtime-Deadline-Ms", str(deadline)),
                                  ("Lambda-Runtime-Invoked-Function-Arn",
                                   "arn:aws:lambda:us-east-1:123456789012:function:layer"),
