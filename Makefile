@@ -35,9 +35,10 @@ $(VENV)/.done: tests/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/requirements.txt
 	touch $@
 
-## deps: Debian packages the tests and benchmarks need.
+## deps: Debian packages the tests and benchmarks need (openjdk-17-jdk-headless + maven: the java17
+## runtime layer and Java examples; mono-devel: the dotnet runtime layer, C# on Mono).
 deps:
-	@missing=""; for p in gcc libc6-dev python3 python3-venv jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio ruby autoconf automake libtool; do \
+	@missing=""; for p in gcc libc6-dev python3 python3-venv jq bubblewrap crun hyperfine qemu-system-x86 busybox-static cpio ruby autoconf automake libtool openjdk-17-jdk-headless maven mono-devel; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi

@@ -1,0 +1,80 @@
+// lamina's Amazon.Lambda.Core: the interfaces a .NET Lambda function is written against (context,
+// logger, Cognito identity, client context, serializer), with the names and members of AWS's
+// Amazon.Lambda.Core package. NuGet is not reachable from lamina's build hosts, so this assembly,
+// written for lamina, lets function code written for Lambda compile and run on Mono unchanged.
+using System;
+using System.Collections.Generic;
+using System.IO;
+
+[assembly: System.Reflection.AssemblyVersion("1.0.0.0")]
+
+namespace Amazon.Lambda.Core
+{
+    public interface ILambdaContext
+    {
+        string AwsRequestId { get; }
+        IClientContext ClientContext { get; }
+        string FunctionName { get; }
+        string FunctionVersion { get; }
+        ICognitoIdentity Identity { get; }
+        string InvokedFunctionArn { get; }
+        ILambdaLogger Logger { get; }
+        string LogGroupName { get; }
+        string LogStreamName { get; }
+        int MemoryLimitInMB { get; }
+        TimeSpan RemainingTime { get; }
+    }
+
+    public interface ILambdaLogger
+    {
+        void Log(string message);
+        void LogLine(string message);
+    }
+
+    public interface ICognitoIdentity
+    {
+        string IdentityId { get; }
+        string IdentityPoolId { get; }
+    }
+
+    public interface IClientApplication
+    {
+        string AppPackageName { get; }
+        string AppTitle { get; }
+        string AppVersionCode { get; }
+        string AppVersionName { get; }
+        string InstallationId { get; }
+    }
+
+    public interface IClientContext
+    {
+        IDictionary<string, string> Environment { get; }
+        IClientApplication Client { get; }
+        IDictionary<string, string> Custom { get; }
+    }
+
+    public interface ILambdaSerializer
+    {
+        T Deserialize<T>(Stream requestStream);
+        void Serialize<T>(T response, Stream responseStream);
+    }
+
+    [AttributeUsage(AttributeTargets.Assembly | AttributeTargets.Method, AllowMultiple = false)]
+    public sealed class LambdaSerializerAttribute : Attribute
+    {
+        public LambdaSerializerAttribute(Type serializerType)
+        {
+            SerializerType = serializerType;
+        }
+
+        public Type SerializerType { get; set; }
+    }
+
+    public static class LambdaLogger
+    {
+        public static void Log(string message)
+        {
+            Console.Write(message);
+        }
+    }
+}
