@@ -6,6 +6,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod layers;
+pub mod logs;
+pub mod metrics;
 pub mod registry;
 pub mod run;
 pub mod sandbox;

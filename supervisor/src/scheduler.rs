@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lamina_init::protocol::{ExitStatus, InvokeHeader};
 use serde_json::json;
 
+use crate::layers::Layers;
 use crate::registry::{Registry, StoredFunction};
 use crate::sandbox::invoke::{EnvEvent, ShutdownReason};
 use crate::sandbox::rootfs::Base;
@@ -64,11 +65,12 @@ pub struct LogStream {
 }
 
 impl LogStream {
-    /// Appends text (already line-structured) with a timestamp per line.
+    /// Appends text (already line-structured) with a timestamp per line; lines longer than
+    /// CloudWatch's event limit become several events, as Lambda splits them.
     pub fn write(&self, text: &[u8]) {
         let ts = crate::util::utc_timestamp("Z");
         let mut out = Vec::with_capacity(text.len() + 32);
-        for line in text.split_inclusive(|&b| b == b'\n') {
+        for line in crate::logs::split_lines(text) {
             out.extend_from_slice(ts.as_bytes());
             out.push(b'\t');
             out.extend_from_slice(line);
@@ -116,8 +118,16 @@ impl LogStream {
     fn output(&self, data: &[u8]) {
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         partial.extend_from_slice(data);
-        if let Some(last_nl) = partial.iter().rposition(|&b| b == b'\n') {
-            let lines: Vec<u8> = partial.drain(..=last_nl).collect();
+        let cut = match partial.iter().rposition(|&b| b == b'\n') {
+            Some(last_nl) => Some(last_nl + 1),
+            // A line that never ends is logged in event-sized pieces, not held in memory.
+            None if partial.len() >= crate::logs::MAX_EVENT_BYTES => {
+                Some(partial.len() - partial.len() % crate::logs::MAX_EVENT_BYTES)
+            }
+            None => None,
+        };
+        if let Some(cut) = cut {
+            let lines: Vec<u8> = partial.drain(..cut).collect();
             drop(partial);
             self.write(&lines);
         }
@@ -217,12 +227,14 @@ pub struct Scheduler {
     me: std::sync::Weak<Scheduler>,
     sandbox: Arc<Sandbox>,
     registry: Arc<Registry>,
+    layers: Arc<Layers>,
     state_dir: PathBuf,
     region: String,
     idle: Mutex<HashMap<String, Vec<WarmEnv>>>,
     idle_timeout: Duration,
     concurrency: ConcurrencyConfig,
     running: Mutex<Running>,
+    pub metrics: crate::metrics::Metrics,
     /// Busy pinned envs per `key\0qualifier`.
     busy_pinned: Mutex<HashMap<String, u64>>,
     /// Provisioned concurrency, keyed `name\0qualifier`.
@@ -294,6 +306,7 @@ impl Scheduler {
     pub fn new(
         sandbox: Arc<Sandbox>,
         registry: Arc<Registry>,
+        layers: Arc<Layers>,
         state_dir: PathBuf,
         region: String,
         idle_timeout: Duration,
@@ -304,6 +317,7 @@ impl Scheduler {
             me: me.clone(),
             sandbox,
             registry,
+            layers,
             state_dir,
             region,
             idle: Mutex::new(HashMap::new()),
@@ -315,6 +329,7 @@ impl Scheduler {
             }),
             provisioned: Mutex::new(HashMap::new()),
             busy_pinned: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::default(),
         });
         let weak = Arc::downgrade(&s);
         std::thread::spawn(move || loop {
@@ -335,6 +350,52 @@ impl Scheduler {
             f.code_hex,
             f.config["RevisionId"].as_str().unwrap_or("")
         )
+    }
+
+    /// Destroys an env, counting its memory out of the committed total.
+    fn destroy_env(&self, env: &ExecutionEnvironment) {
+        self.metrics.memory_committed.fetch_sub(
+            env.limits.memory_bytes.min(
+                self.metrics
+                    .memory_committed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.sandbox.destroy(env);
+    }
+
+    /// In-flight invocations per function.
+    pub fn running_all(&self) -> std::collections::BTreeMap<String, u64> {
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        r.per_function
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Appends a failed invocation to `<state>/errors.log` (what `lamina status` shows);
+    /// the file is rotated at 1 MiB.
+    fn record_error(&self, f: &StoredFunction, request_id: &str, body: &[u8]) {
+        let t = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["errorType"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "Unhandled".into());
+        let path = self.state_dir.join("errors.log");
+        if fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20) {
+            let _ = fs::rename(&path, self.state_dir.join("errors.log.1"));
+        }
+        if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = writeln!(
+                file,
+                "{}\t{}:{}\t{}\t{}",
+                crate::util::utc_timestamp("Z"),
+                f.name,
+                f.version,
+                request_id,
+                t.replace(['\t', '\n'], " ")
+            );
+        }
     }
 
     pub fn concurrency_limit(&self) -> u64 {
@@ -427,7 +488,7 @@ impl Scheduler {
             out
         };
         for w in surplus {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
         self.fill(f, qualifier);
     }
@@ -464,7 +525,7 @@ impl Scheduler {
                             ..w
                         });
                     } else {
-                        s.sandbox.destroy(&w.env);
+                        s.destroy_env(&w.env);
                         s.unpin(&f.name, &qualifier, &key);
                     }
                 }
@@ -595,7 +656,7 @@ impl Scheduler {
             }
         };
         for w in gone {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -614,7 +675,7 @@ impl Scheduler {
             out
         };
         for w in expired {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -640,7 +701,7 @@ impl Scheduler {
             p.retain(|k, _| k.split('\u{0}').next() != Some(name));
         }
         for w in gone {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -657,7 +718,7 @@ impl Scheduler {
             idle.drain().flat_map(|(_, v)| v).collect()
         };
         for w in all {
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
     }
 
@@ -720,10 +781,8 @@ impl Scheduler {
             f.version,
             crate::util::random_hex(16)
         );
-        let path = self
-            .state_dir
-            .join("logs")
-            .join(group.trim_start_matches('/'))
+        let path = crate::logs::LogStore::new(&self.state_dir)
+            .ensure_group(&group)?
             .join(format!("{name}.log"));
         if let Some(p) = path.parent() {
             fs::create_dir_all(p)?;
@@ -779,11 +838,24 @@ impl Scheduler {
         init_type: &str,
     ) -> Result<(WarmEnv, Duration), Outcome> {
         let t0 = Instant::now();
+        struct Starting<'a>(&'a crate::metrics::Metrics);
+        impl Drop for Starting<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .starting
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.metrics
+            .starting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _starting = Starting(&self.metrics);
         let c = &f.config;
         let runtime = c["Runtime"].as_str().unwrap_or("provided");
         let (log, log_w) = self
             .new_log(f)
             .map_err(|e| Outcome::ServiceError(format!("log stream: {e}")))?;
+        log.write(init_start_line(runtime, &self.region).as_bytes());
         let (argv, runtime_dir) = if runtime.starts_with("python") {
             (
                 vec![
@@ -797,7 +869,11 @@ impl Scheduler {
         };
         let spec = EnvSpec {
             code: Some(self.registry.code_dir(&f.code_hex)),
-            layers: Vec::new(),
+            // The function's layers at /opt, in order (the last one on top).
+            layers: self
+                .layers
+                .function_layer_dirs(c)
+                .map_err(|e| Outcome::ServiceError(format!("layers: {e}")))?,
             base: Base::Host,
             memory_mb: c["MemorySize"].as_u64().unwrap_or(128),
             tmp_mb: c["EphemeralStorage"]["Size"].as_u64().unwrap_or(512),
@@ -826,8 +902,17 @@ impl Scheduler {
                     ),
                 });
             }
-            Err(e) => return Err(Outcome::ServiceError(format!("starting an env: {e}"))),
+            Err(e) => {
+                self.metrics
+                    .env_start_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Outcome::ServiceError(format!("starting an env: {e}")));
+            }
         };
+        self.metrics.memory_committed.fetch_add(
+            env.limits.memory_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let w = WarmEnv {
             env,
             log,
@@ -838,7 +923,7 @@ impl Scheduler {
             Ok(Some(EnvEvent::Ready)) => match self.sandbox.apply_cpu_quota(&w.env) {
                 Ok(()) => Ok((w, t0.elapsed())),
                 Err(e) => {
-                    self.sandbox.destroy(&w.env);
+                    self.destroy_env(&w.env);
                     Err(Outcome::ServiceError(format!("cpu quota: {e}")))
                 }
             },
@@ -873,7 +958,7 @@ impl Scheduler {
                 };
                 w.log.drain();
                 w.log.write(format!("INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {etype}\n").as_bytes());
-                self.sandbox.destroy(&w.env);
+                self.destroy_env(&w.env);
                 Err(Outcome::FunctionError { body })
             }
         }
@@ -884,10 +969,11 @@ impl Scheduler {
         let _slot = match self.acquire(&f.name) {
             Ok(s) => s,
             Err(reason) => {
+                self.metrics.throttle(&f.name, &f.version);
                 return InvokeOutcome {
                     result: Outcome::Throttled(reason),
                     log_tail: None,
-                }
+                };
             }
         };
         let key = Scheduler::key(f);
@@ -901,7 +987,7 @@ impl Scheduler {
         let (w, init) = match warm {
             Some(w) => {
                 if let Err(e) = self.sandbox.cgroups.freeze(&w.env.cgroup, false) {
-                    self.sandbox.destroy(&w.env);
+                    self.destroy_env(&w.env);
                     return InvokeOutcome {
                         result: Outcome::ServiceError(format!("thaw: {e}")),
                         log_tail: None,
@@ -912,14 +998,31 @@ impl Scheduler {
             None => match self.cold_start(f, "on-demand") {
                 Ok((w, d)) => (w, Some(d)),
                 Err(o) => {
+                    let body = match &o {
+                        Outcome::FunctionError { body } => body.clone(),
+                        Outcome::ServiceError(m) => error_body("ServiceException", m.clone()),
+                        _ => Vec::new(),
+                    };
+                    self.record_error(f, &req.request_id, &body);
+                    self.metrics.invocation(crate::metrics::Invocation {
+                        function: &f.name,
+                        version: &f.version,
+                        duration_secs: 0.0,
+                        init_secs: None,
+                        error: true,
+                        memory_bytes: 0,
+                    });
                     return InvokeOutcome {
                         result: o,
                         log_tail: None,
-                    }
+                    };
                 }
             },
         };
         let timeout = Duration::from_secs(f.config["Timeout"].as_u64().unwrap_or(3));
+        self.metrics
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = Instant::now();
         let deadline_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1070,6 +1173,32 @@ impl Scheduler {
             });
         }
         let log_tail = req.tail.then(|| w.log.tail());
+        self.metrics
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let failed = match &result {
+            Outcome::FunctionError { body } => {
+                self.record_error(f, &req.request_id, body);
+                true
+            }
+            Outcome::ServiceError(m) => {
+                self.record_error(
+                    f,
+                    &req.request_id,
+                    &error_body("ServiceException", m.clone()),
+                );
+                true
+            }
+            _ => false,
+        };
+        self.metrics.invocation(crate::metrics::Invocation {
+            function: &f.name,
+            version: &f.version,
+            duration_secs: duration.as_secs_f64(),
+            init_secs: init.map(|d| d.as_secs_f64()),
+            error: failed,
+            memory_bytes: memory_peak,
+        });
         // An env whose version changed meanwhile (an update) is not reused.
         let current = matches!(
             self.registry.get_version(&f.name, &f.version),
@@ -1088,7 +1217,7 @@ impl Scheduler {
             if let Some(q) = &w.pinned {
                 self.unpin(&f.name, q, &key);
             }
-            self.sandbox.destroy(&w.env);
+            self.destroy_env(&w.env);
         }
         InvokeOutcome { result, log_tail }
     }
@@ -1100,6 +1229,22 @@ impl Scheduler {
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
     }
+}
+
+/// Lambda's first platform line of a cold start: `INIT_START Runtime Version: ...`.
+fn init_start_line(runtime: &str, region: &str) -> String {
+    let (lang, ver) = match runtime.find(|c: char| c.is_ascii_digit() || c == '.') {
+        Some(i) => (&runtime[..i], runtime[i..].trim_start_matches('.')),
+        None => (runtime, ""),
+    };
+    let build = format!("lamina{}", env!("CARGO_PKG_VERSION").replace('.', ""));
+    let version = if ver.is_empty() {
+        build
+    } else {
+        format!("{ver}.{build}")
+    };
+    let id = crate::api::sigv4::sha256_hex(format!("{runtime} {version}").as_bytes());
+    format!("INIT_START Runtime Version: {lang}:{version}\tRuntime Version ARN: arn:aws:lambda:{region}::runtime:{id}\n")
 }
 
 fn exit_message(st: ExitStatus) -> String {

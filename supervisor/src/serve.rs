@@ -191,6 +191,14 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
+    let layers = match crate::layers::Layers::open(&args.state_dir, &args.region, &args.account_id)
+    {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("lamina: layers: {e}");
+            return 1;
+        }
+    };
     let cfg = SandboxConfig {
         run_dir: global.run_dir.clone(),
         cgroup_parent: global.cgroup_parent.clone(),
@@ -214,6 +222,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
     let scheduler = Scheduler::new(
         sandbox.clone(),
         registry.clone(),
+        layers.clone(),
         args.state_dir.clone(),
         args.region.clone(),
         Duration::from_secs(args.idle_timeout),
@@ -237,9 +246,11 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
     let api = Arc::new(Api {
         registry,
         scheduler: scheduler.clone(),
+        layers,
         keys: [(akid, secret)].into_iter().collect(),
         region: args.region.clone(),
         account: args.account_id.clone(),
+        state_dir: args.state_dir.clone(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -78,6 +78,37 @@ pub fn utc_timestamp(zone: &str) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Milliseconds since the epoch of a `YYYY-MM-DDThh:mm:ss.sss` timestamp (any zone suffix is
+/// taken as UTC, as lamina writes only UTC).
+pub fn parse_utc_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 23 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'.' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let days = days_from_civil(n(0..4)?, n(5..7)? as u32, n(8..10)? as u32);
+    Some(((days * 86_400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?) * 1000) + n(20..23)?)
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +118,15 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_784), (2026, 11, 27));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(days_from_civil(2026, 11, 27), 20_784);
+        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+        assert_eq!(
+            parse_utc_timestamp("1970-01-02T00:00:01.500Z"),
+            Some(86_401_500)
+        );
+        let now = now_ms();
+        let parsed = parse_utc_timestamp(&utc_timestamp("Z")).unwrap();
+        assert!((now - parsed).abs() < 2000);
         let t = utc_timestamp("+0000");
         assert_eq!(t.len(), "2019-08-14T22:26:11.234+0000".len());
         let u = uuid4();

@@ -23,9 +23,12 @@ pub const MAX_ZIP: usize = 52_428_800;
 pub struct Api {
     pub registry: Arc<Registry>,
     pub scheduler: Arc<Scheduler>,
+    pub layers: Arc<crate::layers::Layers>,
     pub keys: HashMap<String, String>,
     pub region: String,
     pub account: String,
+    /// The state directory (log files are read from it).
+    pub state_dir: std::path::PathBuf,
 }
 
 fn now_unix() -> i64 {
@@ -52,7 +55,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn query(raw: &str) -> Vec<(String, String)> {
+pub(super) fn query(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| {
@@ -106,13 +109,23 @@ impl Api {
             headers: &headers,
             body: &req.body,
         };
-        sigv4::verify(&r, &self.keys, &["lambda"], now_unix(), 900)
+        sigv4::verify(&r, &self.keys, &["lambda", "logs"], now_unix(), 900)
             .map(|_| ())
             .map_err(|e| ApiError::new(e.http_status(), e.error_type(), e.message()))
     }
 
     fn route(&self, req: &Request, request_id: &str) -> ApiResult<Response> {
+        if req.method == "GET" && req.raw_path == "/metrics" {
+            return Ok(self.metrics());
+        }
+        // Layer content links carry their own signature (api/layers.rs).
+        if let Some(resp) = self.layer_content_download(req) {
+            return Ok(resp);
+        }
         self.authenticate(req)?;
+        if req.method == "POST" && req.raw_path == "/" && Api::is_logs_call(req) {
+            return Ok(self.logs_api(req));
+        }
         let segs: Vec<String> = req
             .raw_path
             .split('/')
@@ -206,6 +219,8 @@ impl Api {
             ("DELETE", ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
                 self.delete_provisioned(name, qv("Qualifier"))
             }
+            // Layers (api/layers.rs).
+            (_, ["2018-10-31", rest @ ..]) => self.route_layers(req, rest, &q),
             _ => Err(ApiError::new(
                 404,
                 "UnknownOperationException",
@@ -411,15 +426,13 @@ impl Api {
         })
     }
 
-    /// A function's `Layers` member (layers come with the layers API).
+    /// A function's `Layers` member (api/layers.rs): at most 5 existing versions, one per
+    /// layer; None when there are none.
     pub(super) fn function_layers(&self, layers: Option<&Value>) -> ApiResult<Option<Value>> {
-        match layers {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(l)) if l.is_empty() => Ok(None),
-            Some(_) => Err(ApiError::invalid(
-                "Layers are not supported by this lamina yet.",
-            )),
-        }
+        let l = super::layers::function_layers(&self.layers, layers)?;
+        Ok(l.as_deref()
+            .filter(|l| !l.is_empty())
+            .map(super::layers::config_layers))
     }
 
     fn get_function(&self, raw: &str, qualifier: Option<&str>, full: bool) -> ApiResult<Response> {
