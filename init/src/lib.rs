@@ -264,19 +264,20 @@ fn launch_extensions(
     spec: &protocol::ProcessSpec,
     names: &[String],
 ) -> Result<OwnedFd, InitError> {
+    let (fn_r, fn_w) = output_pipe()?;
     if names.len() > extensions::MAX_EXTENSIONS {
-        return Err(step_failed(
-            "extensions",
+        // Init fails as on Lambda (the runtime still starts; the env is then destroyed).
+        api.fail_init(
+            "Extension.TooManyExtensions",
             format!(
-                "Extension.TooManyExtensions: {} extensions in {}, at most {}",
+                "{} extensions in {}; at most {} are allowed",
                 names.len(),
                 extensions::EXTENSIONS_DIR,
                 extensions::MAX_EXTENSIONS
             ),
-            None,
-        ));
+        );
+        return Ok(fn_w);
     }
-    let (fn_r, fn_w) = output_pipe()?;
     let (ext_r, ext_w) = output_pipe()?;
     for name in names {
         let mut ext = spec.clone();
@@ -310,10 +311,11 @@ fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), I
     registry
         .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
         .map_err(InitError::Poll)?;
+    let mut control = Control::default();
     if let Some(api) = api.as_mut() {
         api.register(&registry).map_err(InitError::Poll)?;
+        api.report_init_failure(&mut control)?;
     }
-    let mut control = Control::default();
     let mut events = Events::with_capacity(64);
     loop {
         let timeout = api.as_ref().and_then(RuntimeApi::timeout);

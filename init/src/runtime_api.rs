@@ -1025,6 +1025,8 @@ pub struct RuntimeApi {
     /// The invocation running and when it started (for `platform.runtimeDone`).
     invoke_started: Option<(String, Instant)>,
     shutdown: Option<PendingShutdown>,
+    /// An Init failure found before serving (error type, message).
+    init_failure: Option<(String, String)>,
 }
 
 /// A pipe carrying a process's stdout and stderr to init.
@@ -1138,6 +1140,7 @@ impl RuntimeApi {
             init_type,
             invoke_started: None,
             shutdown: None,
+            init_failure: None,
         })
     }
 
@@ -1151,6 +1154,27 @@ impl RuntimeApi {
                     Interest::READABLE,
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Init fails before it began (e.g. too many extensions); reported once serving starts.
+    pub fn fail_init(&mut self, error_type: &str, message: String) {
+        self.init_failure = Some((error_type.to_string(), message));
+    }
+
+    /// Reports the failure recorded by [`RuntimeApi::fail_init`], as an Init error.
+    pub fn report_init_failure(&mut self, ctl: &mut Control) -> Result<(), InitError> {
+        if let Some((t, m)) = self.init_failure.take() {
+            write_stdout(format!("EXTENSION\tError Type: {t}\t{m}\n").as_bytes());
+            let body = json!({"errorMessage": m, "errorType": t})
+                .to_string()
+                .into_bytes();
+            let msg = FromRuntime::InitError {
+                error_type: Some(t),
+                payload_len: body.len() as u64,
+            };
+            ctl.push(&FromInit::Runtime(msg), body)?;
         }
         Ok(())
     }
@@ -1398,7 +1422,7 @@ impl RuntimeApi {
                 "platform.runtimeDone",
                 json!({"requestId": id, "status": status,
                     "metrics": {"durationMs": d, "producedBytes": bytes}}),
-                Some(json!({"requestId": id})),
+                None,
             ));
             if let Some(ev) = self.telemetry_end(id) {
                 self.telemetry.emit(ev);
@@ -1441,7 +1465,11 @@ impl RuntimeApi {
                 ),
                 Err(e) => render_ext_refusal(e, ka),
             },
-            ExtRoute::Next => match self.exts.next(head.ext_id.as_deref(), token) {
+            ExtRoute::Next => match {
+                // What the extension printed before asking lands in the log first.
+                self.drain_outputs();
+                self.exts.next(head.ext_id.as_deref(), token)
+            } {
                 Ok(event) => {
                     self.settle(ctl)?;
                     match event {
@@ -1532,7 +1560,28 @@ impl RuntimeApi {
                 .get(&t)
                 .is_some_and(|c| matches!(c.phase, Phase::AwaitingEvent { .. }))
         };
-        let header = event.header.clone();
+        // The extensions' part is set up first: the runtime may answer as soon as it has the
+        // event, even before this function returns.
+        let ext_events = if self.exts.active() {
+            let h = &event.header;
+            self.invoke_started = Some((h.request_id.clone(), Instant::now()));
+            if self.telemetry.wants(Kind::Platform) {
+                let mut record = json!({"requestId": h.request_id,
+                    "version": self.exts.function_version});
+                let legacy = record.clone();
+                if let Some(t) = &h.trace_id {
+                    record["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": t});
+                }
+                self.telemetry.emit(TelemetryEvent::platform(
+                    "platform.start",
+                    record,
+                    Some(legacy),
+                ));
+            }
+            self.exts.invoke(h)
+        } else {
+            Vec::new()
+        };
         if let Some((token, event)) = self.invocations.invoke(event, alive) {
             if let Some(conn) = self.conns.get_mut(&token) {
                 if let Phase::AwaitingEvent { keep_alive } = conn.phase {
@@ -1542,25 +1591,7 @@ impl RuntimeApi {
             }
             self.resume(token, registry, ctl)?;
         }
-        // Without extensions, nothing more happens here.
-        if !self.exts.active() {
-            return Ok(());
-        }
-        self.invoke_started = Some((header.request_id.clone(), Instant::now()));
-        if self.telemetry.wants(Kind::Platform) {
-            let mut record = json!({"requestId": header.request_id,
-                "version": self.exts.function_version});
-            let legacy = record.clone();
-            if let Some(t) = &header.trace_id {
-                record["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": t});
-            }
-            self.telemetry.emit(TelemetryEvent::platform(
-                "platform.start",
-                record,
-                Some(legacy),
-            ));
-        }
-        for (t, ev) in self.exts.invoke(&header) {
+        for (t, ev) in ext_events {
             self.deliver(t, &ev);
         }
         self.wake_all(registry, ctl)
