@@ -1439,6 +1439,12 @@ impl RuntimeApi {
         })
     }
 
+    /// An extension's `next`; what it printed before asking lands in the log first.
+    fn ext_next(&mut self, head: &Head, token: Token) -> Result<Option<Vec<u8>>, ExtError> {
+        self.drain_outputs();
+        self.exts.next(head.ext_id.as_deref(), token)
+    }
+
     /// Serves an Extensions, Telemetry or Logs API request; `None` when a `next` waits.
     fn extension_request(
         &mut self,
@@ -1465,11 +1471,7 @@ impl RuntimeApi {
                 ),
                 Err(e) => render_ext_refusal(e, ka),
             },
-            ExtRoute::Next => match {
-                // What the extension printed before asking lands in the log first.
-                self.drain_outputs();
-                self.exts.next(head.ext_id.as_deref(), token)
-            } {
+            ExtRoute::Next => match self.ext_next(head, token) {
                 Ok(event) => {
                     self.settle(ctl)?;
                     match event {
