@@ -13,9 +13,12 @@
 //! 5. the hostname set in the env's UTS namespace.
 //!
 //! Part 2 is [`rootfs`], part 3 is [`process`]; `lo` is brought up and, for a Lambda runtime,
-//! the [`runtime_api`] listener bound before the function's process starts. Then init serves:
+//! the [`runtime_api`] listener bound before the function's process starts. External
+//! [`extensions`] (executables in /opt/extensions) start before the runtime, confined alike;
+//! with extensions, init tees the processes' output (for [`telemetry`]). Then init serves:
 //! one mio event loop over the control socket, the signalfd and the Runtime API.
 
+pub mod extensions;
 pub mod net;
 pub mod process;
 pub mod protocol;
@@ -23,9 +26,10 @@ pub mod rootfs;
 pub mod runtime_api;
 pub mod seccomp;
 pub mod syscall;
+pub mod telemetry;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -191,10 +195,10 @@ fn run() -> Result<(), InitError> {
     ));
 
     // The Runtime API listens before the runtime starts, so that its first request finds it.
-    let api = if cfg.runtime_api {
+    let mut api = if cfg.runtime_api {
         clock_start = Instant::now();
-        let api =
-            RuntimeApi::bind().map_err(|e| step_failed("runtime-api", e.to_string(), None))?;
+        let api = RuntimeApi::bind(&cfg.process.env)
+            .map_err(|e| step_failed("runtime-api", e.to_string(), None))?;
         steps.push((
             "runtime-api".to_string(),
             clock_start.elapsed().as_micros() as u64,
@@ -204,9 +208,29 @@ fn run() -> Result<(), InitError> {
         None
     };
 
+    // External extensions start before the runtime; their output and the runtime's then go
+    // through init. Without any, nothing changes: no pipes, no extra processes.
+    let mut runtime_output = None;
+    if let Some(api) = api.as_mut() {
+        let names = extensions::discover(std::path::Path::new(extensions::EXTENSIONS_DIR));
+        if !names.is_empty() {
+            clock_start = Instant::now();
+            runtime_output = Some(launch_extensions(api, &cfg.process, &names)?);
+            steps.push((
+                "extensions".to_string(),
+                clock_start.elapsed().as_micros() as u64,
+            ));
+        }
+    }
+
     clock_start = Instant::now();
-    let (pid, landlock) = process::spawn(&cfg.process)
-        .map_err(|e| step_failed("spawn", e.to_string(), e.exec_code()))?;
+    let spawned = process::spawn(
+        &cfg.process,
+        runtime_output.as_ref().map(|f: &OwnedFd| f.as_raw_fd()),
+    );
+    drop(runtime_output);
+    let (pid, landlock) =
+        spawned.map_err(|e| step_failed("spawn", e.to_string(), e.exec_code()))?;
     steps.push((
         "spawn".to_string(),
         clock_start.elapsed().as_micros() as u64,
@@ -218,6 +242,54 @@ fn run() -> Result<(), InitError> {
     })?;
 
     serve(Pid::from_raw(pid), &sfd, api)
+}
+
+/// A pipe whose read end init reads without blocking.
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), InitError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| step_failed("extensions", format!("pipe: {e}"), None))?;
+    // SAFETY: fcntl on the read end we own; the write end (the processes') stays blocking.
+    unsafe {
+        let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Ok((r, w))
+}
+
+/// Starts the external extensions `names` (at most [`extensions::MAX_EXTENSIONS`]) with the
+/// runtime's confinement and environment; returns the write end of the pipe for the
+/// runtime's output.
+fn launch_extensions(
+    api: &mut RuntimeApi,
+    spec: &protocol::ProcessSpec,
+    names: &[String],
+) -> Result<OwnedFd, InitError> {
+    let (fn_r, fn_w) = output_pipe()?;
+    if names.len() > extensions::MAX_EXTENSIONS {
+        // Init fails as on Lambda (the runtime still starts; the env is then destroyed).
+        api.fail_init(
+            "Extension.TooManyExtensions",
+            format!(
+                "{} extensions in {}; at most {} are allowed",
+                names.len(),
+                extensions::EXTENSIONS_DIR,
+                extensions::MAX_EXTENSIONS
+            ),
+        );
+        return Ok(fn_w);
+    }
+    let (ext_r, ext_w) = output_pipe()?;
+    for name in names {
+        let mut ext = spec.clone();
+        ext.argv = vec![format!("{}/{name}", extensions::EXTENSIONS_DIR)];
+        match process::spawn(&ext, Some(ext_w.as_raw_fd() as RawFd)) {
+            Ok((pid, _)) => api.launched(pid, name),
+            // Logged; Init then goes on without it (it never registers).
+            Err(e) => println!("EXTENSION\tName: {name}\tState: LaunchError\tError Type: Extension.LaunchError\t{e}"),
+        }
+    }
+    api.tee(fn_r, ext_r);
+    Ok(fn_w)
 }
 
 const CONTROL: Token = Token(0);
@@ -239,13 +311,15 @@ fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), I
     registry
         .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
         .map_err(InitError::Poll)?;
+    let mut control = Control::default();
     if let Some(api) = api.as_mut() {
         api.register(&registry).map_err(InitError::Poll)?;
+        api.report_init_failure(&mut control)?;
     }
-    let mut control = Control::default();
     let mut events = Events::with_capacity(64);
     loop {
-        match poll.poll(&mut events, None) {
+        let timeout = api.as_ref().and_then(RuntimeApi::timeout);
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(InitError::Poll(e)),
@@ -253,9 +327,17 @@ fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), I
         for event in events.iter() {
             match event.token() {
                 SIGNALS => {
-                    if let Some(status) = signals(main, sfd) {
-                        // Requests the runtime sent before it exited are reported first.
+                    let mut others = Vec::new();
+                    let main_status = signals(main, sfd, &mut others);
+                    if let Some(api) = api.as_mut() {
+                        for pid in others {
+                            api.child_exited(pid, &registry, &mut control)?;
+                        }
+                    }
+                    if let Some(status) = main_status {
+                        // Output and requests the runtime sent before it exited come first.
                         if let Some(api) = api.as_mut() {
+                            api.drain_outputs();
                             api.drain(&registry, &mut control)?;
                         }
                         control.push(&FromInit::Exited(status), Vec::new())?;
@@ -267,6 +349,20 @@ fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), I
                         None => break,
                         Some(Incoming::Closed) => return Ok(()),
                         Some(Incoming::Message(ToInit::Signal(sig))) => forward(main, sig),
+                        Some(Incoming::Message(ToInit::Shutdown {
+                            reason,
+                            deadline_ms,
+                        })) => match api.as_mut() {
+                            Some(api) => {
+                                api.shutdown(reason, deadline_ms, &registry, &mut control)?
+                            }
+                            None => return Err(InitError::Unexpected),
+                        },
+                        Some(Incoming::Message(ToInit::Report(m))) => {
+                            if let Some(api) = api.as_mut() {
+                                api.report(m);
+                            }
+                        }
                         Some(Incoming::Invoke(ev)) => match api.as_mut() {
                             Some(api) => api.invoke(ev, &registry, &mut control)?,
                             None => return Err(InitError::Unexpected),
@@ -281,17 +377,20 @@ fn serve(main: Pid, sfd: &SignalFd, mut api: Option<RuntimeApi>) -> Result<(), I
                 }
             }
         }
+        if let Some(api) = api.as_mut() {
+            api.tick(&registry, &mut control)?;
+        }
         control.flush(false)?;
     }
 }
 
 /// Reads the pending signals: reaps on SIGCHLD, forwards the others to the function's process.
-/// Returns the function's status once it has ended.
-fn signals(main: Pid, sfd: &SignalFd) -> Option<ExitStatus> {
+/// Returns the function's status once it has ended; other children that ended go to `others`.
+fn signals(main: Pid, sfd: &SignalFd, others: &mut Vec<i32>) -> Option<ExitStatus> {
     while let Ok(Some(info)) = sfd.read_signal() {
         let sig = info.ssi_signo as i32;
         if sig == libc::SIGCHLD {
-            if let Some(status) = reap(main) {
+            if let Some(status) = reap(main, others) {
                 return Some(status);
             }
         } else {
@@ -306,7 +405,7 @@ fn forward(main: Pid, sig: i32) {
 }
 
 /// Reaps every exited child; returns the main process's status once it has ended.
-fn reap(main: Pid) -> Option<ExitStatus> {
+fn reap(main: Pid, others: &mut Vec<i32>) -> Option<ExitStatus> {
     let mut main_status = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -317,6 +416,9 @@ fn reap(main: Pid) -> Option<ExitStatus> {
                 main_status = Some(ExitStatus::Signal(sig as i32))
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return main_status,
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)) => {
+                others.push(pid.as_raw())
+            }
             Ok(_) => {}
         }
     }

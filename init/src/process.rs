@@ -5,7 +5,7 @@
 //! 2. signals: an empty signal mask and default dispositions.
 //! 3. `oom_score_adj` 0 (init itself runs at -1000 so the OOM killer picks the function).
 //! 4. rlimits.
-//! 5. `chdir` to the working directory.
+//! 5. `chdir` to the working directory; stdout and stderr onto the output pipe, if any.
 //! 6. Landlock ruleset prepared (read and execute everywhere, write under /tmp and the terminal
 //!    and null-like devices), while still root so every path can be opened.
 //! 7. bounding set emptied, `setgroups([])`, `setresgid`, `setresuid` to the sandbox user; every
@@ -68,6 +68,7 @@ const STEPS: &[&str] = &[
     "oom_score_adj",
     "rlimits",
     "chdir",
+    "dup2",
     "landlock",
     "capabilities",
     "setgroups",
@@ -144,9 +145,10 @@ struct Prepared {
     seccomp: Vec<Vec<libc::sock_filter>>,
 }
 
-/// Starts the function's process; returns its pid and whether Landlock is enforced once it
-/// has exec'd, or the step that failed.
-pub fn spawn(spec: &ProcessSpec) -> Result<(i32, bool), SpawnError> {
+/// Starts the function's process (or an extension, with the same confinement); returns its
+/// pid and whether Landlock is enforced once it has exec'd, or the step that failed. With
+/// `output`, the process's stdout and stderr go to that fd instead of init's.
+pub fn spawn(spec: &ProcessSpec, output: Option<RawFd>) -> Result<(i32, bool), SpawnError> {
     let argv0 = spec
         .argv
         .first()
@@ -180,7 +182,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<(i32, bool), SpawnError> {
     match unsafe { nix::unistd::fork() }.map_err(|e| SpawnError::Fork(e.into()))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let (step, err) = child(spec, &prepared, wr.as_raw_fd());
+            let (step, err) = child(spec, &prepared, wr.as_raw_fd(), output);
             let mut msg = [FAILED; 9];
             msg[1..5].copy_from_slice(&step_no(step).to_ne_bytes());
             msg[5..].copy_from_slice(&err.to_ne_bytes());
@@ -243,7 +245,12 @@ fn errno() -> i32 {
 }
 
 /// The child's side: returns only on failure, with the failed step and errno.
-fn child(spec: &ProcessSpec, p: &Prepared, err_fd: RawFd) -> (&'static str, i32) {
+fn child(
+    spec: &ProcessSpec,
+    p: &Prepared,
+    err_fd: RawFd,
+    output: Option<RawFd>,
+) -> (&'static str, i32) {
     // SAFETY: setsid, sigemptyset, sigprocmask and signal are plain calls on our own process
     // with arguments valid for the duration of each call.
     unsafe {
@@ -282,6 +289,12 @@ fn child(spec: &ProcessSpec, p: &Prepared, err_fd: RawFd) -> (&'static str, i32)
     // SAFETY: `cwd` is a valid C string.
     if unsafe { libc::chdir(p.cwd.as_ptr()) } < 0 {
         return ("chdir", errno());
+    }
+    if let Some(fd) = output {
+        // SAFETY: dup2 of an fd we hold onto stdout and stderr.
+        if unsafe { libc::dup2(fd, 1) } < 0 || unsafe { libc::dup2(fd, 2) } < 0 {
+            return ("dup2", errno());
+        }
     }
     // 6. landlock (prepared)
     let ruleset = match landlock_ruleset(&spec.writable) {

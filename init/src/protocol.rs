@@ -110,6 +110,26 @@ pub enum ToInit {
     Signal(i32),
     /// Runtime API traffic (only when `EnvConfig::runtime_api` is set).
     Runtime(ToRuntime),
+    /// The env is about to be destroyed: extensions registered for SHUTDOWN get the event
+    /// (sent only when `FromRuntime::Extensions` announced some); init answers
+    /// `FromRuntime::ShutdownDone` once they are done or `deadline_ms` (epoch ms) passed.
+    Shutdown { reason: String, deadline_ms: u64 },
+    /// An invocation's REPORT figures, for `platform.report` to telemetry subscribers (sent
+    /// only to envs with extensions).
+    Report(ReportMetrics),
+}
+
+/// The figures of an invocation's REPORT line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportMetrics {
+    pub request_id: String,
+    /// `success`, `error`, `timeout` or `failure`.
+    pub status: String,
+    pub duration_us: u64,
+    pub billed_duration_ms: u64,
+    pub memory_size_mb: u64,
+    pub max_memory_used_mb: u64,
+    pub init_duration_us: Option<u64>,
 }
 
 /// How the function's process ended.
@@ -205,4 +225,16 @@ pub enum FromRuntime {
     },
     /// The runtime tried to send a response over the size limit (it got 413).
     ResponseTooLarge { request_id: String },
+    /// Sent right before `Ready` when extensions registered during Init: how many, and how
+    /// many of them take INVOKE and SHUTDOWN events. Without it an env has no extensions.
+    Extensions {
+        count: u32,
+        invoke: u32,
+        shutdown: u32,
+    },
+    /// The runtime answered `request_id` and every extension registered for INVOKE called
+    /// `/extension/event/next` again: the invocation is over (only with INVOKE extensions).
+    InvokeDone { request_id: String },
+    /// Every extension registered for SHUTDOWN is done with it (after `ToInit::Shutdown`).
+    ShutdownDone,
 }

@@ -20,17 +20,23 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
 use serde::Serialize;
+use serde_json::json;
 
+use crate::extensions::{ExtError, Extensions, MAX_EXT_BODY};
+use crate::protocol::ReportMetrics;
 use crate::protocol::{
     FromInit, FromRuntime, InvokeHeader, ToInit, ToRuntime, CHUNK, CONTROL_FD, MAX_MESSAGE,
     MAX_RESPONSE, RUNTIME_API_ADDR,
 };
+use crate::telemetry::{self, Event as TelemetryEvent, Kind, Lines, Telemetry};
 use crate::InitError;
 
 /// Largest request head (request line and header fields).
@@ -96,6 +102,12 @@ pub struct Head {
     pub error_type: Option<String>,
     /// `Lambda-Runtime-Function-Response-Mode`.
     pub response_mode: Option<String>,
+    /// `Lambda-Extension-Name`.
+    pub ext_name: Option<String>,
+    /// `Lambda-Extension-Identifier`.
+    pub ext_id: Option<String>,
+    /// `Lambda-Extension-Function-Error-Type`.
+    pub ext_error_type: Option<String>,
 }
 
 /// Parses a request head at the start of `buf`: `None` while incomplete, else the head and its
@@ -130,6 +142,9 @@ fn head_of(req: &httparse::Request) -> Result<Head, HttpError> {
         content_type: None,
         error_type: None,
         response_mode: None,
+        ext_name: None,
+        ext_id: None,
+        ext_error_type: None,
     };
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -164,6 +179,12 @@ fn head_of(req: &httparse::Request) -> Result<Head, HttpError> {
             head.error_type = non_empty(value);
         } else if is("lambda-runtime-function-response-mode") {
             head.response_mode = non_empty(value);
+        } else if is("lambda-extension-name") {
+            head.ext_name = non_empty(value);
+        } else if is("lambda-extension-identifier") {
+            head.ext_id = non_empty(value);
+        } else if is("lambda-extension-function-error-type") {
+            head.ext_error_type = non_empty(value);
         }
     }
     head.framing = match (chunked, length) {
@@ -227,12 +248,42 @@ pub enum Route {
     NotFound,
     /// The path exists for this method only.
     MethodNotAllowed(&'static str),
+    /// The Extensions, Telemetry and Logs APIs.
+    Extension(ExtRoute),
+}
+
+/// Requests of the Extensions API 2020-01-01, Telemetry API 2022-07-01 and Logs API 2020-08-15.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtRoute {
+    Register,
+    Next,
+    InitError,
+    ExitError,
+    Telemetry,
+    Logs,
+}
+
+fn extension_route(method: &str, path: &str) -> Route {
+    let (allowed, r) = match path {
+        "/2020-01-01/extension/register" => ("POST", ExtRoute::Register),
+        "/2020-01-01/extension/event/next" => ("GET", ExtRoute::Next),
+        "/2020-01-01/extension/init/error" => ("POST", ExtRoute::InitError),
+        "/2020-01-01/extension/exit/error" => ("POST", ExtRoute::ExitError),
+        "/2022-07-01/telemetry" => ("PUT", ExtRoute::Telemetry),
+        "/2020-08-15/logs" => ("PUT", ExtRoute::Logs),
+        _ => return Route::NotFound,
+    };
+    if method == allowed {
+        Route::Extension(r)
+    } else {
+        Route::MethodNotAllowed(allowed)
+    }
 }
 
 /// Maps a method and path (without query) to a [`Route`].
 pub fn route(method: &str, path: &str) -> Route {
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return Route::NotFound;
+        return extension_route(method, path);
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let (allowed, route) = match segments.as_slice() {
@@ -265,6 +316,8 @@ impl Route {
         match self {
             Route::Response(_) => MAX_RESPONSE,
             Route::Error(_) | Route::InitError => MAX_ERROR_BODY,
+            Route::Extension(ExtRoute::InitError | ExtRoute::ExitError) => MAX_ERROR_BODY,
+            Route::Extension(_) => MAX_EXT_BODY,
             _ => 0,
         }
     }
@@ -585,6 +638,8 @@ impl Invocations {
             Route::Restore => Outcome::refused(Refusal::InvalidStateTransition),
             Route::NotFound => Outcome::refused(Refusal::NotFound),
             Route::MethodNotAllowed(m) => Outcome::refused(Refusal::MethodNotAllowed(m)),
+            // Served by `RuntimeApi` before it gets here.
+            Route::Extension(_) => Outcome::refused(Refusal::NotFound),
         }
     }
 
@@ -959,22 +1014,522 @@ pub struct RuntimeApi {
     conns: HashMap<Token, Conn>,
     next_token: usize,
     invocations: Invocations,
+    exts: Extensions,
+    telemetry: Telemetry,
+    /// The runtime's and the extensions' output, teed by init (only with extensions).
+    outputs: Vec<Output>,
+    /// Connections answered from elsewhere (an event), to drive once the current one is done.
+    wake: Vec<Token>,
+    init_started: Instant,
+    init_type: String,
+    /// The invocation running and when it started (for `platform.runtimeDone`).
+    invoke_started: Option<(String, Instant)>,
+    shutdown: Option<PendingShutdown>,
+    /// An Init failure found before serving (error type, message).
+    init_failure: Option<(String, String)>,
+}
+
+/// A pipe carrying a process's stdout and stderr to init.
+struct Output {
+    fd: Option<OwnedFd>,
+    token: Token,
+    kind: Kind,
+    lines: Lines,
+}
+
+/// A `ToInit::Shutdown` in progress: telemetry is flushed first (until `release`), then the
+/// extensions get SHUTDOWN.
+struct PendingShutdown {
+    reason: String,
+    deadline_ms: u64,
+    release: Instant,
+    sent: bool,
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64 / 10.0).round() / 100.0
+}
+
+fn render_error(status: u16, error_type: &str, message: &str, keep_alive: bool) -> Vec<u8> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error_message: message,
+        error_type,
+    })
+    .unwrap_or_default();
+    render(
+        status,
+        &[("Content-Type", "application/json")],
+        &body,
+        keep_alive,
+    )
+}
+
+fn render_ext_refusal(e: ExtError, keep_alive: bool) -> Vec<u8> {
+    render_error(e.status(), e.error_type(), e.message(), keep_alive)
+}
+
+fn render_ext_event(event: &[u8], keep_alive: bool) -> Vec<u8> {
+    let id = crate::extensions::uuid();
+    render(
+        200,
+        &[
+            ("Content-Type", "application/json"),
+            ("Lambda-Extension-Event-Identifier", &id),
+        ],
+        event,
+        keep_alive,
+    )
+}
+
+/// Writes all of `data` to init's stdout (the env's log pipe to the supervisor).
+fn write_stdout(mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: writing from a live slice to fd 1.
+        let n = unsafe { libc::write(1, data.as_ptr().cast(), data.len()) };
+        if n > 0 {
+            data = data.get(n as usize..).unwrap_or_default();
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            // The supervisor is gone: nobody reads the log any more.
+            return;
+        }
+    }
 }
 
 impl RuntimeApi {
     /// Binds [`RUNTIME_API_ADDR`]; done before the runtime starts, so that it finds the API.
-    pub fn bind() -> io::Result<RuntimeApi> {
+    /// `env` is the runtime's environment (function name, version, handler, init type).
+    pub fn bind(env: &[String]) -> io::Result<RuntimeApi> {
         let addr: SocketAddr = RUNTIME_API_ADDR.parse().map_err(io::Error::other)?;
+        let init_type = env
+            .iter()
+            .find_map(|e| e.strip_prefix("AWS_LAMBDA_INITIALIZATION_TYPE="))
+            .unwrap_or("on-demand")
+            .to_string();
+        let exts = Extensions::new(env);
+        let mut telemetry = Telemetry::default();
+        telemetry.start_backlog();
+        telemetry.emit(TelemetryEvent::platform(
+            "platform.initStart",
+            json!({
+                "initializationType": init_type,
+                "phase": "init",
+                "functionName": exts.function_name,
+                "functionVersion": exts.function_version,
+            }),
+            None,
+        ));
         Ok(RuntimeApi {
             listener: TcpListener::bind(addr)?,
             conns: HashMap::new(),
             next_token: LISTENER.0 + 1,
             invocations: Invocations::default(),
+            exts,
+            telemetry,
+            outputs: Vec::new(),
+            wake: Vec::new(),
+            init_started: Instant::now(),
+            init_type,
+            invoke_started: None,
+            shutdown: None,
+            init_failure: None,
         })
     }
 
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.register(&mut self.listener, LISTENER, Interest::READABLE)
+        registry.register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        for o in &self.outputs {
+            if let Some(fd) = &o.fd {
+                registry.register(
+                    &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+                    o.token,
+                    Interest::READABLE,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Init fails before it began (e.g. too many extensions); reported once serving starts.
+    pub fn fail_init(&mut self, error_type: &str, message: String) {
+        self.init_failure = Some((error_type.to_string(), message));
+    }
+
+    /// Reports the failure recorded by [`RuntimeApi::fail_init`], as an Init error.
+    pub fn report_init_failure(&mut self, ctl: &mut Control) -> Result<(), InitError> {
+        if let Some((t, m)) = self.init_failure.take() {
+            write_stdout(format!("EXTENSION\tError Type: {t}\t{m}\n").as_bytes());
+            let body = json!({"errorMessage": m, "errorType": t})
+                .to_string()
+                .into_bytes();
+            let msg = FromRuntime::InitError {
+                error_type: Some(t),
+                payload_len: body.len() as u64,
+            };
+            ctl.push(&FromInit::Runtime(msg), body)?;
+        }
+        Ok(())
+    }
+
+    /// An external extension init started.
+    pub fn launched(&mut self, pid: i32, name: &str) {
+        self.exts.launched(pid, name);
+    }
+
+    /// The read ends (non-blocking) of the pipes that carry the function's (runtime's) and
+    /// the extensions' output; init copies it to its own stdout and to telemetry subscribers.
+    pub fn tee(&mut self, function: OwnedFd, extensions: OwnedFd) {
+        for (fd, kind) in [(function, Kind::Function), (extensions, Kind::Extension)] {
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            self.outputs.push(Output {
+                fd: Some(fd),
+                token,
+                kind,
+                lines: Lines::default(),
+            });
+        }
+    }
+
+    /// Copies what the processes wrote so far (before an answer that ends an invocation, and
+    /// before init reports the runtime's exit, so that the log keeps its order).
+    pub fn drain_outputs(&mut self) {
+        for i in 0..self.outputs.len() {
+            self.read_output(i);
+        }
+    }
+
+    fn read_output(&mut self, i: usize) {
+        let tel = &mut self.telemetry;
+        let Some(out) = self.outputs.get_mut(i) else {
+            return;
+        };
+        let Some(fd) = out.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: reading into a live buffer from a pipe fd we own.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            let kind = out.kind;
+            let wanted = tel.wants(kind);
+            let mut emit = |line: &str| tel.emit(TelemetryEvent::line(kind, line));
+            if n == 0 {
+                // Every writer is gone; the fd leaves epoll as it closes.
+                out.fd = None;
+                if wanted {
+                    out.lines.finish(&mut emit);
+                }
+                return;
+            }
+            let data = buf.get(..n as usize).unwrap_or_default();
+            write_stdout(data);
+            if wanted {
+                out.lines.feed(data, &mut emit);
+            }
+        }
+    }
+
+    /// A child of init ended (an extension, or a process of the runtime's).
+    pub fn child_exited(
+        &mut self,
+        pid: i32,
+        registry: &Registry,
+        ctl: &mut Control,
+    ) -> Result<(), InitError> {
+        self.exts.exited(pid);
+        self.settle(ctl)?;
+        self.wake_all(registry, ctl)
+    }
+
+    /// The supervisor destroys the env: telemetry is flushed, then extensions registered for
+    /// SHUTDOWN get the event (see [`PendingShutdown`]).
+    pub fn shutdown(
+        &mut self,
+        reason: String,
+        deadline_ms: u64,
+        registry: &Registry,
+        ctl: &mut Control,
+    ) -> Result<(), InitError> {
+        self.telemetry.force = true;
+        let left = Duration::from_millis(deadline_ms.saturating_sub(epoch_ms()));
+        self.shutdown = Some(PendingShutdown {
+            reason,
+            deadline_ms,
+            release: Instant::now() + (left / 4).min(Duration::from_millis(500)),
+            sent: false,
+        });
+        self.tick(registry, ctl)
+    }
+
+    /// An invocation's REPORT: `platform.report` for telemetry subscribers.
+    pub fn report(&mut self, m: ReportMetrics) {
+        if !self.telemetry.wants(Kind::Platform) {
+            return;
+        }
+        let mut metrics = json!({
+            "durationMs": m.duration_us as f64 / 1000.0,
+            "billedDurationMs": m.billed_duration_ms,
+            "memorySizeMB": m.memory_size_mb,
+            "maxMemoryUsedMB": m.max_memory_used_mb,
+        });
+        if let Some(i) = m.init_duration_us {
+            metrics["initDurationMs"] = json!(i as f64 / 1000.0);
+        }
+        self.telemetry.emit(TelemetryEvent::platform(
+            "platform.report",
+            json!({"requestId": m.request_id, "status": m.status, "metrics": metrics}),
+            Some(json!({"requestId": m.request_id, "metrics": metrics})),
+        ));
+    }
+
+    /// How long the event loop may sleep (telemetry flushes, a shutdown's next step).
+    pub fn timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let shutdown = self
+            .shutdown
+            .as_ref()
+            .filter(|s| !s.sent)
+            .map(|s| s.release.saturating_duration_since(now));
+        match (self.telemetry.timeout(now), shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Timed work: telemetry deliveries, a shutdown's SHUTDOWN events.
+    pub fn tick(&mut self, registry: &Registry, ctl: &mut Control) -> Result<(), InitError> {
+        let next = &mut self.next_token;
+        self.telemetry.tick(registry, &mut || {
+            let t = Token(*next);
+            *next += 1;
+            t
+        });
+        if let Some(s) = self.shutdown.as_mut() {
+            if !s.sent && (self.telemetry.idle() || Instant::now() >= s.release) {
+                s.sent = true;
+                let events = self.exts.shutdown(&s.reason, s.deadline_ms);
+                for (t, ev) in events {
+                    self.deliver(t, &ev);
+                }
+            }
+        }
+        self.settle(ctl)?;
+        self.wake_all(registry, ctl)
+    }
+
+    /// Answers an extension's waiting `next` with an event.
+    fn deliver(&mut self, token: Token, event: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if let Phase::AwaitingEvent { keep_alive } = conn.phase {
+                conn.queue(render_ext_event(event, keep_alive), keep_alive);
+                conn.phase = Phase::Head;
+                self.wake.push(token);
+            }
+        }
+    }
+
+    fn wake_all(&mut self, registry: &Registry, ctl: &mut Control) -> Result<(), InitError> {
+        while let Some(t) = self.wake.pop() {
+            self.resume(t, registry, ctl)?;
+        }
+        Ok(())
+    }
+
+    /// Reports what the extensions' state makes due: the end of Init (registration closes),
+    /// of an invocation, of a shutdown.
+    fn settle(&mut self, ctl: &mut Control) -> Result<(), InitError> {
+        if let Some(c) = self.exts.take_ready() {
+            if c.count > 0 {
+                let msg = FromRuntime::Extensions {
+                    count: c.count,
+                    invoke: c.invoke,
+                    shutdown: c.shutdown,
+                };
+                ctl.push(&FromInit::Runtime(msg), Vec::new())?;
+            }
+            ctl.push(&FromInit::Runtime(FromRuntime::Ready), Vec::new())?;
+            if self.telemetry.wants(Kind::Platform) {
+                let d = ms(self.init_started.elapsed());
+                let it = self.init_type.clone();
+                self.telemetry.emit(TelemetryEvent::platform(
+                    "platform.initReport",
+                    json!({"initializationType": it, "phase": "init", "status": "success",
+                        "metrics": {"durationMs": d}}),
+                    None,
+                ));
+            }
+            self.telemetry.end_backlog();
+        }
+        if let Some(request_id) = self.exts.take_invoke_done() {
+            ctl.push(
+                &FromInit::Runtime(FromRuntime::InvokeDone { request_id }),
+                Vec::new(),
+            )?;
+        }
+        if self.exts.take_shutdown_done() {
+            ctl.push(&FromInit::Runtime(FromRuntime::ShutdownDone), Vec::new())?;
+        }
+        Ok(())
+    }
+
+    /// What the runtime's request changed, beyond the runtime's own state.
+    fn runtime_told(&mut self, msg: &FromRuntime) {
+        let answered = match msg {
+            FromRuntime::Ready => {
+                self.exts.runtime_ready();
+                if self.telemetry.wants(Kind::Platform) {
+                    let it = self.init_type.clone();
+                    self.telemetry.emit(TelemetryEvent::platform(
+                        "platform.initRuntimeDone",
+                        json!({"initializationType": it, "phase": "init", "status": "success"}),
+                        None,
+                    ));
+                }
+                return;
+            }
+            FromRuntime::Response {
+                request_id,
+                payload_len,
+                ..
+            } => Some((request_id, "success", *payload_len)),
+            FromRuntime::Error { request_id, .. } => Some((request_id, "error", 0)),
+            FromRuntime::ResponseTooLarge { request_id } => Some((request_id, "failure", 0)),
+            _ => None,
+        };
+        let Some((id, status, bytes)) = answered else {
+            return;
+        };
+        self.exts.runtime_answered(id);
+        let started = self.invoke_started.take();
+        if self.telemetry.wants(Kind::Platform) {
+            let d = started.map(|(_, t)| ms(t.elapsed())).unwrap_or(0.0);
+            self.telemetry.emit(TelemetryEvent::platform(
+                "platform.runtimeDone",
+                json!({"requestId": id, "status": status,
+                    "metrics": {"durationMs": d, "producedBytes": bytes}}),
+                None,
+            ));
+            if let Some(ev) = self.telemetry_end(id) {
+                self.telemetry.emit(ev);
+            }
+        }
+    }
+
+    /// The Logs API's `platform.end` (the Telemetry API has no such event).
+    fn telemetry_end(&self, id: &str) -> Option<TelemetryEvent> {
+        Some(TelemetryEvent {
+            kind: Kind::Platform,
+            telemetry: None,
+            logs: Some(("platform.end".into(), json!({"requestId": id}))),
+        })
+    }
+
+    /// An extension's `next`; what it printed before asking lands in the log first.
+    fn ext_next(&mut self, head: &Head, token: Token) -> Result<Option<Vec<u8>>, ExtError> {
+        self.drain_outputs();
+        self.exts.next(head.ext_id.as_deref(), token)
+    }
+
+    /// Serves an Extensions, Telemetry or Logs API request; `None` when a `next` waits.
+    fn extension_request(
+        &mut self,
+        token: Token,
+        r: ExtRoute,
+        head: &Head,
+        body: Body,
+        ctl: &mut Control,
+    ) -> Result<Option<Vec<u8>>, InitError> {
+        let ka = head.keep_alive;
+        if body.overflow {
+            return Ok(Some(render_refusal(&Refusal::TooLarge(body.limit), ka)));
+        }
+        let answer = match r {
+            ExtRoute::Register => match self.exts.register(head.ext_name.as_deref(), &body.data) {
+                Ok(reg) => render(
+                    200,
+                    &[
+                        ("Content-Type", "application/json"),
+                        ("Lambda-Extension-Identifier", &reg.id),
+                    ],
+                    &reg.body,
+                    ka,
+                ),
+                Err(e) => render_ext_refusal(e, ka),
+            },
+            ExtRoute::Next => match self.ext_next(head, token) {
+                Ok(event) => {
+                    self.settle(ctl)?;
+                    match event {
+                        Some(ev) => render_ext_event(&ev, ka),
+                        None => return Ok(None),
+                    }
+                }
+                Err(e) => render_ext_refusal(e, ka),
+            },
+            ExtRoute::InitError | ExtRoute::ExitError => {
+                let t = head.ext_error_type.as_deref();
+                match self.exts.error(head.ext_id.as_deref(), t) {
+                    Ok(name) => {
+                        let t = t.unwrap_or_default();
+                        let phase = if r == ExtRoute::InitError {
+                            "init"
+                        } else {
+                            "exit"
+                        };
+                        write_stdout(
+                            format!(
+                                "EXTENSION	Name: {name}	State: {phase} error	Error Type: {t}
+"
+                            )
+                            .as_bytes(),
+                        );
+                        // An extension that fails its Init fails the env's Init.
+                        if r == ExtRoute::InitError && !self.exts.closed() {
+                            let msg = FromRuntime::InitError {
+                                error_type: Some(t.to_string()),
+                                payload_len: body.data.len() as u64,
+                            };
+                            ctl.push(&FromInit::Runtime(msg), body.data)?;
+                        }
+                        render_answer(Answer::Accepted, ka).unwrap_or_default()
+                    }
+                    Err(e) => render_ext_refusal(e, ka),
+                }
+            }
+            ExtRoute::Telemetry | ExtRoute::Logs => {
+                let api = if r == ExtRoute::Telemetry {
+                    telemetry::Api::Telemetry
+                } else {
+                    telemetry::Api::Logs
+                };
+                match self.exts.identify(head.ext_id.as_deref()) {
+                    Err(e) => render_ext_refusal(e, ka),
+                    Ok(name) => match telemetry::parse_request(api, &body.data) {
+                        Ok(req) => {
+                            self.telemetry.subscribe(&name, req);
+                            render(200, &[("Content-Type", "text/plain")], b"OK", ka)
+                        }
+                        Err(msg) => render_error(400, "ValidationError", &msg, ka),
+                    },
+                }
+            }
+        };
+        Ok(Some(answer))
     }
 
     /// Handles readiness of the listener or of one of the connections.
@@ -985,10 +1540,13 @@ impl RuntimeApi {
         ctl: &mut Control,
     ) -> Result<(), InitError> {
         if token == LISTENER {
-            self.accept(registry, ctl)
-        } else {
-            self.resume(token, registry, ctl)
+            self.accept(registry, ctl)?;
+        } else if let Some(i) = self.outputs.iter().position(|o| o.token == token) {
+            self.read_output(i);
+        } else if !self.telemetry.ready(token, registry) {
+            self.resume(token, registry, ctl)?;
         }
+        self.wake_all(registry, ctl)
     }
 
     /// An invocation from the supervisor.
@@ -1004,16 +1562,41 @@ impl RuntimeApi {
                 .get(&t)
                 .is_some_and(|c| matches!(c.phase, Phase::AwaitingEvent { .. }))
         };
-        let Some((token, event)) = self.invocations.invoke(event, alive) else {
-            return Ok(());
-        };
-        if let Some(conn) = self.conns.get_mut(&token) {
-            if let Phase::AwaitingEvent { keep_alive } = conn.phase {
-                conn.queue(render_event(&event, keep_alive), keep_alive);
-                conn.phase = Phase::Head;
+        // The extensions' part is set up first: the runtime may answer as soon as it has the
+        // event, even before this function returns.
+        let ext_events = if self.exts.active() {
+            let h = &event.header;
+            self.invoke_started = Some((h.request_id.clone(), Instant::now()));
+            if self.telemetry.wants(Kind::Platform) {
+                let mut record = json!({"requestId": h.request_id,
+                    "version": self.exts.function_version});
+                let legacy = record.clone();
+                if let Some(t) = &h.trace_id {
+                    record["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": t});
+                }
+                self.telemetry.emit(TelemetryEvent::platform(
+                    "platform.start",
+                    record,
+                    Some(legacy),
+                ));
             }
+            self.exts.invoke(h)
+        } else {
+            Vec::new()
+        };
+        if let Some((token, event)) = self.invocations.invoke(event, alive) {
+            if let Some(conn) = self.conns.get_mut(&token) {
+                if let Phase::AwaitingEvent { keep_alive } = conn.phase {
+                    conn.queue(render_event(&event, keep_alive), keep_alive);
+                    conn.phase = Phase::Head;
+                }
+            }
+            self.resume(token, registry, ctl)?;
         }
-        self.resume(token, registry, ctl)
+        for (t, ev) in ext_events {
+            self.deliver(t, &ev);
+        }
+        self.wake_all(registry, ctl)
     }
 
     /// Serves what the runtime sent before it exited (a response posted right before exit),
@@ -1070,6 +1653,7 @@ impl RuntimeApi {
         } else {
             let _ = registry.deregister(&mut conn.stream);
             self.invocations.forget(token);
+            self.exts.forget(token);
         }
         Ok(())
     }
@@ -1151,9 +1735,30 @@ impl RuntimeApi {
                         return Ok(());
                     }
                     let Pending { head, route, body } = *pending;
+                    if let Route::Extension(r) = route {
+                        match self.extension_request(token, r, &head, body, ctl)? {
+                            Some(bytes) => conn.queue(bytes, head.keep_alive),
+                            None => {
+                                conn.phase = Phase::AwaitingEvent {
+                                    keep_alive: head.keep_alive,
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    if !self.outputs.is_empty()
+                        && matches!(route, Route::Response(_) | Route::Error(_))
+                    {
+                        self.drain_outputs();
+                    }
                     let outcome = self.invocations.handle(token, route, &head, body);
                     if let Some((msg, payload)) = outcome.tell {
-                        ctl.push(&FromInit::Runtime(msg), payload)?;
+                        self.runtime_told(&msg);
+                        // `Ready` waits for the extensions (see `settle`).
+                        if msg != FromRuntime::Ready {
+                            ctl.push(&FromInit::Runtime(msg), payload)?;
+                        }
+                        self.settle(ctl)?;
                     }
                     match render_answer(outcome.answer, head.keep_alive) {
                         Some(bytes) => conn.queue(bytes, head.keep_alive),
@@ -1309,6 +1914,9 @@ mod tests {
             content_type: None,
             error_type: None,
             response_mode: None,
+            ext_name: None,
+            ext_id: None,
+            ext_error_type: None,
         }
     }
 
@@ -1365,8 +1973,25 @@ mod tests {
         assert_eq!(route("GET", "/2018-06-01/runtime/nope"), Route::NotFound);
         assert_eq!(
             route("GET", "/2020-01-01/extension/register"),
-            Route::NotFound
+            Route::MethodNotAllowed("POST")
         );
+        assert_eq!(
+            route("POST", "/2020-01-01/extension/register"),
+            Route::Extension(ExtRoute::Register)
+        );
+        assert_eq!(
+            route("GET", "/2020-01-01/extension/event/next"),
+            Route::Extension(ExtRoute::Next)
+        );
+        assert_eq!(
+            route("PUT", "/2022-07-01/telemetry"),
+            Route::Extension(ExtRoute::Telemetry)
+        );
+        assert_eq!(
+            route("PUT", "/2020-08-15/logs"),
+            Route::Extension(ExtRoute::Logs)
+        );
+        assert_eq!(route("GET", "/2020-01-01/nope"), Route::NotFound);
         let raw = b"GET /2018-06-01/runtime/invocation/next?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
         let (h, n) = parse_head(raw).unwrap().unwrap();
         assert_eq!(

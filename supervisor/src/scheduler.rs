@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::layers::Layers;
 use crate::registry::{Registry, StoredFunction};
-use crate::sandbox::invoke::EnvEvent;
+use crate::sandbox::invoke::{EnvEvent, ShutdownReason};
 use crate::sandbox::rootfs::Base;
 use crate::sandbox::{EnvSpec, ExecutionEnvironment, Sandbox, SandboxError};
 
@@ -157,6 +157,15 @@ impl LogStream {
         let c = self.current.lock().map(|c| c.clone()).unwrap_or_default();
         let start = c.len().saturating_sub(4096);
         c[start..].to_vec()
+    }
+}
+
+impl Drop for LogStream {
+    /// What the env wrote last (e.g. extensions handling SHUTDOWN right before the env was
+    /// destroyed) is still in the pipe: logged before the stream goes.
+    fn drop(&mut self) {
+        self.drain();
+        self.flush_partial();
     }
 }
 
@@ -1061,6 +1070,7 @@ impl Scheduler {
                     }
                     Ok(None) => {
                         reuse = false;
+                        w.env.extensions.set_reason(ShutdownReason::Timeout);
                         w.log.write(
                             format!(
                                 "{} {} Task timed out after {:.2} seconds\n",
@@ -1086,6 +1096,12 @@ impl Scheduler {
             },
         };
         let duration = start.elapsed();
+        // Extensions registered for INVOKE finish their part (within the function's timeout)
+        // before the env is reused; at once without any.
+        if reuse && !w.env.wait_invoke_done(&req.request_id, start + timeout) {
+            reuse = false;
+            w.env.extensions.set_reason(ShutdownReason::Timeout);
+        }
         let memory_peak = self.sandbox.cgroups.memory_peak(&w.env.cgroup);
         w.log.drain();
         w.log.flush_partial();
@@ -1107,6 +1123,22 @@ impl Scheduler {
         }
         report.push('\n');
         w.log.write(report.as_bytes());
+        if w.env.extensions.any() {
+            w.env.send_report(lamina_init::protocol::ReportMetrics {
+                request_id: req.request_id.clone(),
+                status: match &result {
+                    Outcome::Response { .. } => "success",
+                    Outcome::FunctionError { .. } if reuse => "error",
+                    _ => "failure",
+                }
+                .into(),
+                duration_us: duration.as_micros() as u64,
+                billed_duration_ms: ms.ceil() as u64,
+                memory_size_mb: w.env.limits.memory_bytes >> 20,
+                max_memory_used_mb: memory_peak.div_ceil(1 << 20),
+                init_duration_us: init.map(|d| d.as_micros() as u64),
+            });
+        }
         let log_tail = req.tail.then(|| w.log.tail());
         self.metrics
             .busy

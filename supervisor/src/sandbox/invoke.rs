@@ -7,11 +7,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lamina_init::protocol::{
-    ExitStatus, FromInit, FromRuntime, InvokeHeader, ToInit, ToRuntime, CHUNK, MAX_MESSAGE,
-    MAX_RESPONSE,
+    ExitStatus, FromInit, FromRuntime, InvokeHeader, ReportMetrics, ToInit, ToRuntime, CHUNK,
+    MAX_MESSAGE, MAX_RESPONSE,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -25,6 +26,56 @@ const PAYLOAD_GAP: Duration = Duration::from_secs(10);
 
 /// Largest payload accepted from init (responses are capped at [`MAX_RESPONSE`] inside).
 const MAX_PAYLOAD: u64 = 2 * MAX_RESPONSE as u64;
+
+/// How long extensions registered for SHUTDOWN get before the env is killed (Lambda: 2,000 ms
+/// with external extensions).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(2000);
+
+/// Why an env is destroyed, as extensions see it in their SHUTDOWN event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ShutdownReason {
+    Spindown = 0,
+    Timeout = 1,
+    Failure = 2,
+}
+
+/// The env's extensions (from `FromRuntime::Extensions`; all zero without any) and the
+/// reason the env will be destroyed for.
+#[derive(Debug, Default)]
+pub struct ExtensionCounts {
+    pub count: AtomicU32,
+    pub invoke: AtomicU32,
+    pub shutdown: AtomicU32,
+    reason: AtomicU8,
+}
+
+impl ExtensionCounts {
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn wants_invoke(&self) -> bool {
+        self.invoke.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn wants_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed) > 0
+    }
+
+    /// Records why the env will be destroyed (default: spindown).
+    pub fn set_reason(&self, r: ShutdownReason) {
+        self.reason.store(r as u8, Ordering::Relaxed);
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.reason.load(Ordering::Relaxed) {
+            1 => "timeout",
+            2 => "failure",
+            _ => "spindown",
+        }
+    }
+}
 
 /// A failed exchange with init.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +122,10 @@ pub enum EnvEvent {
     },
     /// The runtime's response was over 6 MiB + 100 B (it got 413).
     ResponseTooLarge { request_id: String },
+    /// The invocation and every extension's part in it are over (envs with INVOKE extensions).
+    InvokeDone { request_id: String },
+    /// Extensions are done with SHUTDOWN.
+    ShutdownDone,
     /// The runtime (the function's process) ended; init ends too.
     Exited(ExitStatus),
     /// init closed the control socket.
@@ -102,22 +157,34 @@ impl ExecutionEnvironment {
     /// The next event from the env; `None` once `deadline` has passed.
     pub fn recv_event(&self, deadline: Option<Instant>) -> Result<Option<EnvEvent>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = match self.recv_datagram(&mut buf, deadline)? {
-            None => return Ok(None),
-            Some(0) => return Ok(Some(EnvEvent::Gone)),
-            Some(n) => n,
-        };
-        let msg: FromInit = serde_json::from_slice(buf.get(..n).unwrap_or_default())?;
-        let runtime = match msg {
-            FromInit::Exited(status) => return Ok(Some(EnvEvent::Exited(status))),
-            FromInit::Runtime(r) => r,
-            other => return Err(InvokeError::Unexpected(format!("{other:?}"))),
+        let runtime = loop {
+            let n = match self.recv_datagram(&mut buf, deadline)? {
+                None => return Ok(None),
+                Some(0) => return Ok(Some(EnvEvent::Gone)),
+                Some(n) => n,
+            };
+            let msg: FromInit = serde_json::from_slice(buf.get(..n).unwrap_or_default())?;
+            match msg {
+                FromInit::Exited(status) => return Ok(Some(EnvEvent::Exited(status))),
+                // Comes right before Ready: recorded on the env, not an event of its own.
+                FromInit::Runtime(FromRuntime::Extensions {
+                    count,
+                    invoke,
+                    shutdown,
+                }) => {
+                    self.extensions.count.store(count, Ordering::Relaxed);
+                    self.extensions.invoke.store(invoke, Ordering::Relaxed);
+                    self.extensions.shutdown.store(shutdown, Ordering::Relaxed);
+                }
+                FromInit::Runtime(r) => break r,
+                other => return Err(InvokeError::Unexpected(format!("{other:?}"))),
+            }
         };
         let len = match &runtime {
             FromRuntime::InitError { payload_len, .. }
             | FromRuntime::Response { payload_len, .. }
             | FromRuntime::Error { payload_len, .. } => *payload_len,
-            FromRuntime::Ready | FromRuntime::ResponseTooLarge { .. } => 0,
+            _ => 0,
         };
         let Some(body) = self.recv_payload(len, &mut buf)? else {
             return Ok(Some(EnvEvent::Gone));
@@ -146,7 +213,68 @@ impl ExecutionEnvironment {
             FromRuntime::ResponseTooLarge { request_id } => {
                 EnvEvent::ResponseTooLarge { request_id }
             }
+            FromRuntime::InvokeDone { request_id } => EnvEvent::InvokeDone { request_id },
+            FromRuntime::ShutdownDone => EnvEvent::ShutdownDone,
+            FromRuntime::Extensions { .. } => {
+                return Err(InvokeError::Unexpected("Extensions".into()))
+            }
         }))
+    }
+
+    /// After the runtime answered `request_id`: waits (until `deadline`) for the extensions
+    /// registered for INVOKE to be done with it. `true` when the invocation is over (at once
+    /// without such extensions), `false` when the deadline passed or the env broke.
+    pub fn wait_invoke_done(&self, request_id: &str, deadline: Instant) -> bool {
+        if !self.extensions.wants_invoke() {
+            return true;
+        }
+        loop {
+            match self.recv_event(Some(deadline)) {
+                Ok(Some(EnvEvent::InvokeDone { request_id: id })) if id == request_id => {
+                    return true
+                }
+                Ok(Some(EnvEvent::Exited(_) | EnvEvent::Gone)) | Ok(None) | Err(_) => return false,
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Sends an invocation's REPORT figures for telemetry (envs with extensions only).
+    pub fn send_report(&self, m: ReportMetrics) {
+        if self.extensions.any() {
+            if let Ok(msg) = serde_json::to_vec(&ToInit::Report(m)) {
+                let _ = self.send_datagram(&msg);
+            }
+        }
+    }
+
+    /// Gives extensions registered for SHUTDOWN their event and waits, at most
+    /// [`SHUTDOWN_GRACE`], until they are done (the env must be thawed).
+    pub fn shutdown_extensions(&self) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let deadline_ms = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            + SHUTDOWN_GRACE)
+            .as_millis() as u64;
+        let msg = ToInit::Shutdown {
+            reason: self.extensions.reason().to_string(),
+            deadline_ms,
+        };
+        let Ok(bytes) = serde_json::to_vec(&msg) else {
+            return;
+        };
+        if self.send_datagram(&bytes).is_err() {
+            return;
+        }
+        loop {
+            match self.recv_event(Some(deadline)) {
+                Ok(Some(EnvEvent::ShutdownDone | EnvEvent::Exited(_) | EnvEvent::Gone))
+                | Ok(None)
+                | Err(_) => return,
+                Ok(Some(_)) => {}
+            }
+        }
     }
 
     /// Waits for the end of Init: `Ready`, `InitError`, `Exited` or `Gone`; `None` once

@@ -158,6 +158,8 @@ pub struct ExecutionEnvironment {
     /// CPU time the env had used when its quota was applied (Init runs unthrottled), so that
     /// usage under the quota can be told apart.
     pub cpu_usage_at_quota_usec: std::sync::atomic::AtomicU64,
+    /// The env's extensions, as init reported them at the end of Init.
+    pub extensions: invoke::ExtensionCounts,
 }
 
 fn lock_exclusive(f: &File) -> bool {
@@ -341,6 +343,7 @@ impl Sandbox {
             landlock: false,
             function_pid: 0,
             cpu_usage_at_quota_usec: AtomicU64::new(0),
+            extensions: invoke::ExtensionCounts::default(),
         };
 
         // 4. place (v1)
@@ -459,8 +462,13 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Kills an env, reaps init, reads its stats and removes its group.
+    /// Kills an env, reaps init, reads its stats and removes its group. Extensions registered
+    /// for SHUTDOWN first get the event and up to [`invoke::SHUTDOWN_GRACE`] (the env is thawed
+    /// for it); without such extensions this costs nothing.
     pub fn destroy(&self, env: &ExecutionEnvironment) -> Stats {
+        if env.extensions.wants_shutdown() && self.cgroups.freeze(&env.cgroup, false).is_ok() {
+            env.shutdown_extensions();
+        }
         let _ = spawn::pidfd_kill(&env.pidfd, libc::SIGKILL);
         // A frozen env (cgroup v1 freezer) only dies once thawed.
         let _ = self.cgroups.freeze(&env.cgroup, false);

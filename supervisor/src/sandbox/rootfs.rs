@@ -116,7 +116,7 @@ pub fn etc_files(host_resolv: &str) -> Vec<(&'static str, String)> {
         ),
         (
             "hosts",
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string(),
+            "127.0.0.1\tlocalhost\n127.0.0.1\tsandbox.localdomain sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string(),
         ),
         ("resolv.conf", resolv),
         (
