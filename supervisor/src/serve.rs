@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::api::access_log::AccessLogged;
+use crate::api::http::Handler;
 use crate::api::lambda::Api;
 use crate::cli::Global;
 use crate::registry::Registry;
@@ -55,6 +57,10 @@ pub struct ServeArgs {
     /// the limit when that is below 200.
     #[arg(long, value_name = "N")]
     pub min_unreserved: Option<u64>,
+    /// Append one JSON line per API request (time, request id, method, path, status, error
+    /// type, duration) to this file.
+    #[arg(long, env = "LAMINA_ACCESS_LOG", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 /// The memory envs may use: MemTotal less 10% (at least 512 MiB) for the host, in MiB.
@@ -252,6 +258,16 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         account: args.account_id.clone(),
         state_dir: args.state_dir.clone(),
     });
+    let handler: Arc<dyn Handler> = match &args.access_log {
+        None => api.clone(),
+        Some(path) => match AccessLogged::open(api.clone(), path) {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                eprintln!("lamina: access log {}: {e}", path.display());
+                return 1;
+            }
+        },
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -273,7 +289,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
     );
     let r = crate::api::http::serve(
         listener,
-        api.clone(),
+        handler,
         args.workers,
         stop,
         Duration::from_secs(args.drain_timeout),
