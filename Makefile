@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api test-privileged test-v2 leak-check bench clean examples
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api coverage test-privileged test-v2 leak-check bench clean examples
 
 all: build
 
@@ -65,9 +65,16 @@ examples:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CURDIR)/target/examples $(CARGO) build --release --locked \
 	  --manifest-path examples/rust-lambda/Cargo.toml --target x86_64-unknown-linux-gnu
 
-## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root).
+## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root); fails
+## when the README's coverage table differs from what this run produced.
 test-api: build venv examples
 	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
+	$(VENV)/bin/python tests/tools/coverage_table.py --check
+
+## coverage: run the API tests and rewrite the README's Lambda API coverage table from their results.
+coverage: build venv examples
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
+	$(VENV)/bin/python tests/tools/coverage_table.py --write
 
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
 test-privileged: build
