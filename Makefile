@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api coverage test-privileged test-v2 leak-check bench clean examples
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-api coverage test-durability test-privileged test-v2 leak-check bench clean examples
 
 all: build
 
@@ -44,7 +44,7 @@ deps:
 
 ## test: the whole suite (unit, privileged on this host's cgroup layout, privileged in a pure
 ## cgroup v2 guest, leak check).
-test: deps build venv lint unit test-runtimes test-privileged test-api test-v2 leak-check
+test: deps build venv lint unit test-runtimes test-privileged test-api test-durability test-v2 leak-check
 	@echo "make test: all suites passed"
 
 lint:
@@ -75,6 +75,12 @@ test-api: build venv examples
 coverage: build venv examples
 	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
 	$(VENV)/bin/python tests/tools/coverage_table.py --write
+
+## test-durability: lamina serve SIGKILLed 50 times at random moments of a mixed workload; after
+## each restart: no partial function or version, no lost async event, no orphan env, cgroup or
+## mount (root). LAMINA_DURABILITY_SEED=<n> replays a run's random choices.
+test-durability: build venv
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q -s tests/durability
 
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
 test-privileged: build
