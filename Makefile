@@ -7,7 +7,7 @@ PROBE := $(CURDIR)/target/$(HOST)/release/lamina-probe
 export LAMINA_BIN := $(LAMINA)
 export LAMINA_PROBE := $(PROBE)
 
-.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-conformance runtimes test-api test-privileged test-v2 leak-check bench bench-runtimes clean examples
+.PHONY: all build demo demo-run venv test deps lint unit test-runtimes test-conformance runtimes test-api coverage test-durability test-privileged test-v2 leak-check bench bench-runtimes clean examples
 
 all: build
 
@@ -45,7 +45,7 @@ deps:
 
 ## test: the whole suite (unit, privileged on this host's cgroup layout, privileged in a pure
 ## cgroup v2 guest, leak check).
-test: deps build venv lint unit test-runtimes test-privileged test-api test-conformance test-v2 leak-check
+test: deps build venv lint unit test-runtimes test-privileged test-api test-durability test-conformance test-v2 leak-check
 	@echo "make test: all suites passed"
 
 lint:
@@ -79,9 +79,22 @@ examples:
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CURDIR)/target/examples $(CARGO) build --release --locked \
 	  --manifest-path examples/rust-lambda/Cargo.toml --target x86_64-unknown-linux-gnu
 
-## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root).
+## test-api: Lambda's API through boto3 and the AWS CLI against a real lamina serve (root); fails
+## when the README's coverage table differs from what this run produced.
 test-api: build venv examples
 	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
+	$(VENV)/bin/python tests/tools/coverage_table.py --check
+
+## coverage: run the API tests and rewrite the README's Lambda API coverage table from their results.
+coverage: build venv examples
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q tests/api
+	$(VENV)/bin/python tests/tools/coverage_table.py --write
+
+## test-durability: lamina serve SIGKILLed 50 times at random moments of a mixed workload; after
+## each restart: no partial function or version, no lost async event, no orphan env, cgroup or
+## mount (root). LAMINA_DURABILITY_SEED=<n> replays a run's random choices.
+test-durability: build venv
+	AWS_EC2_METADATA_DISABLED=true $(VENV)/bin/python -m pytest -q -s tests/durability
 
 ## test-privileged: envs, limits, hostile functions and leaks on this host (needs root).
 test-privileged: build

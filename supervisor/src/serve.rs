@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::api::access_log::AccessLogged;
+use crate::api::http::Handler;
 use crate::api::lambda::Api;
 use crate::async_invoke::{self, AsyncQueue};
 use crate::cli::Global;
@@ -69,6 +71,10 @@ pub struct ServeArgs {
     /// Asynchronous (Event) invocations processed at once.
     #[arg(long, default_value = "4", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub async_workers: u16,
+    /// Append one JSON line per API request (time, request id, method, path, status, error
+    /// type, duration) to this file.
+    #[arg(long, env = "LAMINA_ACCESS_LOG", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 fn parse_delay(s: &str) -> Result<Duration, String> {
@@ -305,6 +311,16 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         state_dir: args.state_dir.clone(),
         async_queue: async_queue.clone(),
     });
+    let handler: Arc<dyn Handler> = match &args.access_log {
+        None => api.clone(),
+        Some(path) => match AccessLogged::open(api.clone(), path) {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                eprintln!("lamina: access log {}: {e}", path.display());
+                return 1;
+            }
+        },
+    };
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -328,7 +344,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
     );
     let r = crate::api::http::serve(
         listener,
-        api.clone(),
+        handler,
         args.workers,
         stop,
         Duration::from_secs(args.drain_timeout),

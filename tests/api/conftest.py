@@ -11,6 +11,8 @@ import boto3
 import botocore.config
 import pytest
 
+from coverage_plugin import pytest_configure  # noqa: F401  (records each test's requests: README coverage table)
+
 LAMINA = os.environ.get("LAMINA_BIN", os.path.join(os.path.dirname(__file__), "../../target/release/lamina"))
 
 

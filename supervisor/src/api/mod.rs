@@ -1,5 +1,6 @@
 //! Lambda's REST API (2015-03-31 and its dated sub-APIs), SigV4-authenticated.
 
+pub mod access_log;
 pub mod account;
 pub mod config;
 pub mod error;

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use crate::secrets::{Sealer, SecretError};
@@ -178,7 +178,7 @@ impl Registry {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
         let have: Vec<String> = tx
             .prepare("SELECT name FROM pragma_table_info('functions')")?
@@ -338,7 +338,7 @@ impl Registry {
         publish: bool,
     ) -> Result<Option<Arc<StoredFunction>>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let taken: Option<String> = tx
             .query_row(
                 "SELECT name FROM functions WHERE name = ?1",
@@ -402,7 +402,7 @@ impl Registry {
         change: impl FnOnce(&mut StoredFunction) -> Result<()>,
     ) -> Result<(Arc<StoredFunction>, Option<Arc<StoredFunction>>)> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut f = self
             .load_latest(&tx, name)?
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
@@ -487,7 +487,7 @@ impl Registry {
         check: impl FnOnce(&StoredFunction) -> Result<()>,
     ) -> Result<Arc<StoredFunction>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let latest = self
             .load_latest(&tx, name)?
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
@@ -573,7 +573,7 @@ impl Registry {
             return Ok(false);
         };
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut users = Vec::new();
         {
             let mut stmt =
@@ -639,7 +639,7 @@ impl Registry {
         versions: &[&str],
     ) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if self.load_latest(&tx, name)?.is_none() {
             return Err(RegistryError::NotFound(name.to_string()));
         }
@@ -704,7 +704,7 @@ impl Registry {
         change: impl FnOnce(&mut Value) -> Result<Vec<String>>,
     ) -> Result<Arc<Value>> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row: Option<String> = tx
             .query_row(
                 "SELECT config FROM aliases WHERE name = ?1 AND alias = ?2",
@@ -732,7 +732,7 @@ impl Registry {
 
     pub fn delete_alias(&self, name: &str, alias: &str) -> Result<bool> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let gone = tx.execute(
             "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
             params![name, alias],
@@ -809,7 +809,7 @@ impl Registry {
         change: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let tags: Option<String> = tx
             .query_row("SELECT tags FROM functions WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -837,7 +837,7 @@ impl Registry {
         check: impl FnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let exists: Option<String> = tx
             .query_row("SELECT name FROM functions WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -886,7 +886,7 @@ impl Registry {
         check: impl FnOnce(Option<u64>, u64) -> Result<()>,
     ) -> Result<Provisioned> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let reserved: Option<Option<i64>> = tx
             .query_row(
                 "SELECT reserved FROM functions WHERE name = ?1",

@@ -163,17 +163,6 @@ fn mkdir_p(dir: &Path) -> Result<()> {
 /// which rmdir ignores), retrying while the kernel still reports the group busy.
 /// Thaws a v1 freezer group and every group below it (thawing a parent leaves children that
 /// were frozen on their own frozen).
-fn thaw_tree(dir: &Path) {
-    let _ = fs::write(dir.join("freezer.state"), "THAWED");
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                thaw_tree(&e.path());
-            }
-        }
-    }
-}
-
 fn rmdir_tree(dir: &Path) -> Result<()> {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -467,6 +456,21 @@ impl V1 {
             .find(|(c, _)| *c == controller)
             .map(|(_, g)| g.join(rel))
     }
+
+    /// Thaws the group and every group below it. On v1 a group frozen by itself (each idle
+    /// env's) stays frozen when an ancestor thaws, so a crashed instance's envs must be thawed
+    /// one by one before SIGKILL can end them.
+    fn thaw_tree(&self, rel: &Path) {
+        fn thaw(dir: &Path) {
+            let _ = write_if_exists(dir.join("freezer.state"), "THAWED");
+            for child in children_of(dir) {
+                thaw(&dir.join(child));
+            }
+        }
+        if let Some(d) = self.group("freezer", rel) {
+            thaw(&d);
+        }
+    }
 }
 
 impl Cgroups for V1 {
@@ -592,11 +596,8 @@ impl Cgroups for V1 {
             if pids.is_empty() {
                 return;
             }
-            // A frozen task only dies once thawed; groups below `rel` (a dead instance's envs)
-            // may be frozen on their own.
-            if let Some(d) = self.group("freezer", rel) {
-                thaw_tree(&d);
-            }
+            // A frozen task only dies once thawed.
+            self.thaw_tree(rel);
             kill_pids(&pids);
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -678,6 +679,28 @@ mod tests {
         cg.create(Path::new("i1/e1")).unwrap();
         assert!(root.join("freezer/lamina/i1/e1").is_dir());
         assert_eq!(cg.children(Path::new("")), vec!["i1".to_string()]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn v1_thaw_tree_thaws_self_frozen_descendants() {
+        let root = tmp("v1thaw");
+        for c in ["memory", "cpu", "pids", "freezer"] {
+            fs::create_dir_all(root.join(c)).unwrap();
+        }
+        let cg = V1 {
+            groups: vec![("freezer", root.join("freezer/lamina"))],
+        };
+        for g in ["i1", "i1/e1", "i1/e2", "i1/keep-frozen"] {
+            let d = root.join("freezer/lamina").join(g);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("freezer.state"), "FROZEN").unwrap();
+        }
+        cg.thaw_tree(Path::new("i1"));
+        for g in ["i1", "i1/e1", "i1/e2", "i1/keep-frozen"] {
+            let state = root.join("freezer/lamina").join(g).join("freezer.state");
+            assert_eq!(fs::read_to_string(state).unwrap(), "THAWED", "{g}");
+        }
         fs::remove_dir_all(&root).unwrap();
     }
 
