@@ -177,6 +177,8 @@ impl Registry {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
+        // Freed content is zeroed, so nothing replaced lingers in free space.
+        db.pragma_update(None, "secure_delete", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
@@ -191,11 +193,16 @@ impl Registry {
         }
         // Rows written before variables were sealed: seal them now.
         let clear: Vec<(String, String)> = tx
-            .prepare("SELECT name, config FROM functions WHERE env IS NULL AND config LIKE '%\"Variables\":{\"%'")?
+            .prepare("SELECT name, config FROM functions WHERE env IS NULL")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<std::result::Result<_, _>>()?;
+        let mut sealed_any = false;
         for (name, config) in clear {
             let mut c: Value = serde_json::from_str(&config)?;
+            if c.get("Environment").is_none() {
+                continue;
+            }
+            sealed_any = true;
             let env = take_env(&mut c).map(|e| sealer.seal(&e, &owner(&name, "$LATEST")));
             tx.execute(
                 "UPDATE functions SET config = ?2, env = ?3 WHERE name = ?1",
@@ -203,6 +210,10 @@ impl Registry {
             )?;
         }
         tx.commit()?;
+        if sealed_any {
+            // The clear rows' old page images must leave the WAL and the database file.
+            db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
         Ok(Registry {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
@@ -1027,6 +1038,44 @@ mod tests {
                 assert!(
                     !bytes.windows(12).any(|w| w == b"s3kr1t-value"),
                     "clear value in {:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn clear_variables_of_an_older_database_are_sealed_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let db = Connection::open(d.path().join("lamina.db")).unwrap();
+            db.pragma_update(None, "journal_mode", "WAL").unwrap();
+            db.execute_batch(
+                "CREATE TABLE functions (name TEXT PRIMARY KEY NOT NULL, config TEXT NOT NULL,
+                 code_hex TEXT NOT NULL, created_at INTEGER NOT NULL);",
+            )
+            .unwrap();
+            let config = serde_json::json!({"FunctionName": "old", "RevisionId": "r",
+                "Environment": {"Variables": {"K": "legacy-clear-value"}}});
+            db.execute(
+                "INSERT INTO functions VALUES ('old', ?1, 'abc', 0)",
+                [config.to_string()],
+            )
+            .unwrap();
+        }
+        let r = open(d.path());
+        let f = r.get("old").unwrap().unwrap();
+        assert_eq!(
+            f.config["Environment"]["Variables"]["K"],
+            "legacy-clear-value"
+        );
+        drop(r);
+        for e in fs::read_dir(d.path()).unwrap().flatten() {
+            if e.path().is_file() {
+                let bytes = fs::read(e.path()).unwrap();
+                assert!(
+                    !bytes.windows(18).any(|w| w == b"legacy-clear-value"),
+                    "clear value left in {:?}",
                     e.path()
                 );
             }
