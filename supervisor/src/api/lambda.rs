@@ -191,6 +191,15 @@ impl Api {
             ("DELETE", ["2015-03-31", "functions", name, "aliases", alias]) => {
                 self.delete_alias(name, alias)
             }
+            ("POST", ["2015-03-31", "functions", name, "policy"]) => {
+                self.add_permission(req, name, qv("Qualifier"))
+            }
+            ("GET", ["2015-03-31", "functions", name, "policy"]) => {
+                self.get_policy(name, qv("Qualifier"))
+            }
+            ("DELETE", ["2015-03-31", "functions", name, "policy", sid]) => {
+                self.remove_permission(name, sid, qv("Qualifier"), qv("RevisionId"))
+            }
             ("POST", ["2017-03-31", "tags", arn]) => self.tag_resource(req, arn),
             ("DELETE", ["2017-03-31", "tags", arn]) => {
                 let keys: Vec<&str> = q

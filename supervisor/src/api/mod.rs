@@ -9,6 +9,7 @@ pub mod lambda;
 pub mod layers;
 pub mod logs;
 pub mod metrics;
+pub mod policy;
 pub mod sigv4;
 pub mod validate;
 pub mod versions;

@@ -123,6 +123,13 @@ CREATE TABLE IF NOT EXISTS aliases (
     config TEXT NOT NULL,
     PRIMARY KEY (name, alias)
 );
+CREATE TABLE IF NOT EXISTS policies (
+    name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    qualifier TEXT NOT NULL,
+    statements TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    PRIMARY KEY (name, qualifier)
+);
 CREATE TABLE IF NOT EXISTS provisioned (
     name TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
     qualifier TEXT NOT NULL,
@@ -613,10 +620,12 @@ impl Registry {
             "DELETE FROM versions WHERE name = ?1 AND version = ?2",
             params![name, n],
         )? > 0;
-        tx.execute(
-            "DELETE FROM provisioned WHERE name = ?1 AND qualifier = ?2",
-            params![name, version],
-        )?;
+        for table in ["provisioned", "policies"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE name = ?1 AND qualifier = ?2"),
+                params![name, version],
+            )?;
+        }
         tx.commit()?;
         self.cache().remove(&owner(name, version));
         Ok(gone)
@@ -748,10 +757,12 @@ impl Registry {
             "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
             params![name, alias],
         )? > 0;
-        tx.execute(
-            "DELETE FROM provisioned WHERE name = ?1 AND qualifier = ?2",
-            params![name, alias],
-        )?;
+        for table in ["provisioned", "policies"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE name = ?1 AND qualifier = ?2"),
+                params![name, alias],
+            )?;
+        }
         tx.commit()?;
         self.alias_cache().remove(&owner(name, alias));
         Ok(gone)
@@ -791,6 +802,70 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    // ---- resource-based policies ----
+
+    /// The statements and revision of a version's or alias's policy (`$LATEST` when
+    /// unqualified); None when it has none.
+    pub fn policy(&self, name: &str, qualifier: &str) -> Result<Option<(Vec<Value>, String)>> {
+        let db = self.db();
+        let row: Option<(String, String)> = db
+            .query_row(
+                "SELECT statements, revision FROM policies WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(s, r)| Ok((serde_json::from_str(&s)?, r)))
+            .transpose()
+    }
+
+    /// Changes a policy in one transaction: `change` sees its statements and revision (empty
+    /// and "" when there is none yet). A policy left without statements is removed.
+    pub fn update_policy(
+        &self,
+        name: &str,
+        qualifier: &str,
+        change: impl FnOnce(&mut Vec<Value>, &str) -> Result<()>,
+    ) -> Result<String> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx
+            .query_row("SELECT name FROM functions WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Err(RegistryError::NotFound(name.to_string()));
+        }
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT statements, revision FROM policies WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (mut statements, revision) = match row {
+            Some((s, r)) => (serde_json::from_str::<Vec<Value>>(&s)?, r),
+            None => (Vec::new(), String::new()),
+        };
+        change(&mut statements, &revision)?;
+        let new_revision = crate::util::uuid4();
+        if statements.is_empty() {
+            tx.execute(
+                "DELETE FROM policies WHERE name = ?1 AND qualifier = ?2",
+                params![name, qualifier],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO policies (name, qualifier, statements, revision) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name, qualifier) DO UPDATE SET statements = excluded.statements, revision = excluded.revision",
+                params![name, qualifier, Value::Array(statements).to_string(), new_revision],
+            )?;
+        }
+        tx.commit()?;
+        Ok(new_revision)
     }
 
     // ---- tags and concurrency ----
