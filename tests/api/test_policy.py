@@ -92,3 +92,49 @@ def test_permissions(server, lam):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         lam.get_policy(FunctionName="pol", Qualifier="2")
     assert err(e)[0] == "ResourceNotFoundException"
+
+
+def test_recursion_and_runtime_management_config(server, lam):
+    create(lam, "settings", APP)
+    assert lam.get_function_recursion_config(FunctionName="settings")["RecursiveLoop"] == "Terminate"
+    assert lam.put_function_recursion_config(FunctionName="settings", RecursiveLoop="Allow")["RecursiveLoop"] == "Allow"
+    assert lam.get_function_recursion_config(FunctionName="settings")["RecursiveLoop"] == "Allow"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.get_function_recursion_config(FunctionName="missing")
+    assert err(e)[0] == "ResourceNotFoundException"
+    c = lam.get_runtime_management_config(FunctionName="settings")
+    assert c["UpdateRuntimeOn"] == "Auto" and c["FunctionArn"] == ARN + "settings"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.put_runtime_management_config(FunctionName="settings", UpdateRuntimeOn="Manual")
+    assert err(e)[0] == "InvalidParameterValueException"
+    arn = "arn:aws:lambda:us-east-1::runtime:0123456789abcdef0123456789abcdef"
+    r = lam.put_runtime_management_config(FunctionName="settings", UpdateRuntimeOn="Manual", RuntimeVersionArn=arn)
+    assert (r["UpdateRuntimeOn"], r["RuntimeVersionArn"]) == ("Manual", arn)
+    assert lam.get_runtime_management_config(FunctionName="settings")["RuntimeVersionArn"] == arn
+    lam.publish_version(FunctionName="settings")
+    c = lam.get_runtime_management_config(FunctionName="settings", Qualifier="1")
+    assert c["UpdateRuntimeOn"] == "Auto" and c["FunctionArn"] == ARN + "settings:1"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.get_runtime_management_config(FunctionName="settings", Qualifier="9")
+    assert err(e)[0] == "ResourceNotFoundException"
+
+
+def test_invoke_async_legacy(server, lam):
+    import time
+    create(lam, "legacy", mkzip({"app.py": "def handler(e, c):\n    print('LEGACY', e['n'])\n    return 1\n"}))
+    r = lam.invoke_async(FunctionName="legacy", InvokeArgs=json.dumps({"n": 42}))
+    assert r["Status"] == 202
+    root = os.path.join(server.state, "logs/aws/lambda/legacy")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        found = any("LEGACY 42" in open(os.path.join(d, f)).read() for d, _, fs in os.walk(root) for f in fs)
+        if found:
+            break
+        time.sleep(0.2)
+    assert found
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.invoke_async(FunctionName="missing", InvokeArgs=b"{}")
+    assert err(e)[0] == "ResourceNotFoundException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.invoke_async(FunctionName="legacy", InvokeArgs=b"not json")
+    assert err(e)[2] == 400

@@ -373,3 +373,134 @@ impl Api {
         ))
     }
 }
+
+impl Api {
+    pub(super) fn get_recursion_config(&self, raw: &str) -> ApiResult<Response> {
+        let name = self.unqualified_function(raw)?;
+        let s = self
+            .registry
+            .settings(&name)
+            .map_err(storage)?
+            .unwrap_or_default();
+        let loop_ = s
+            .get("RecursiveLoop")
+            .cloned()
+            .unwrap_or(json!("Terminate"));
+        Ok(Response::json(
+            200,
+            json!({ "RecursiveLoop": loop_ }).to_string().into_bytes(),
+        ))
+    }
+
+    pub(super) fn put_recursion_config(&self, req: &Request, raw: &str) -> ApiResult<Response> {
+        let name = self.unqualified_function(raw)?;
+        let b = json_body(req)?;
+        let v = validate::string_max(&b, "RecursiveLoop", "recursiveLoop", 16)?
+            .ok_or_else(|| ApiError::invalid("RecursiveLoop is required"))?;
+        if v != "Allow" && v != "Terminate" {
+            return Err(ApiError::validation(
+                v,
+                "recursiveLoop",
+                "Member must satisfy enum value set: [Allow, Terminate]",
+            ));
+        }
+        self.registry
+            .update_settings(&name, |s| {
+                s.insert("RecursiveLoop".into(), json!(v));
+                Ok(())
+            })
+            .map_err(|e| self.change_error(&name, e))?;
+        Ok(Response::json(
+            200,
+            json!({ "RecursiveLoop": v }).to_string().into_bytes(),
+        ))
+    }
+
+    /// The qualifier of a runtime management request (`$LATEST`, a version or an alias) and
+    /// the function ARN it answers with.
+    fn runtime_management_target(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> ApiResult<(String, String, String)> {
+        let (name, q) = self.function_ref(raw, qualifier)?;
+        self.lookup(&name, q.as_deref(), false)?;
+        let arn = match &q {
+            Some(q) => format!("{}:{q}", self.arn(&name)),
+            None => self.arn(&name),
+        };
+        Ok((name, q.unwrap_or_else(|| "$LATEST".into()), arn))
+    }
+
+    pub(super) fn get_runtime_management(
+        &self,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> ApiResult<Response> {
+        let (name, q, arn) = self.runtime_management_target(raw, qualifier)?;
+        let s = self
+            .registry
+            .settings(&name)
+            .map_err(storage)?
+            .unwrap_or_default();
+        let mut out = s
+            .get(&format!("RuntimeManagement:{q}"))
+            .cloned()
+            .unwrap_or(json!({"UpdateRuntimeOn": "Auto"}));
+        out["FunctionArn"] = json!(arn);
+        Ok(Response::json(200, out.to_string().into_bytes()))
+    }
+
+    pub(super) fn put_runtime_management(
+        &self,
+        req: &Request,
+        raw: &str,
+        qualifier: Option<&str>,
+    ) -> ApiResult<Response> {
+        let (name, q, arn) = self.runtime_management_target(raw, qualifier)?;
+        let b = json_body(req)?;
+        let on = validate::string_max(&b, "UpdateRuntimeOn", "updateRuntimeOn", 16)?
+            .ok_or_else(|| ApiError::invalid("UpdateRuntimeOn is required"))?;
+        if !["Auto", "Manual", "FunctionUpdate"].contains(&on) {
+            return Err(ApiError::validation(
+                on,
+                "updateRuntimeOn",
+                "Member must satisfy enum value set: [Auto, Manual, FunctionUpdate]",
+            ));
+        }
+        let version = validate::string_max(&b, "RuntimeVersionArn", "runtimeVersionArn", 2048)?;
+        match (on, version) {
+            ("Manual", None) => {
+                return Err(ApiError::invalid(
+                    "RuntimeVersionArn must be specified when UpdateRuntimeOn is Manual.",
+                ))
+            }
+            ("Manual", Some(v)) if !v.starts_with("arn:") || !v.contains(":runtime") => {
+                return Err(ApiError::validation(
+                    v,
+                    "runtimeVersionArn",
+                    "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*):lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\\d{1}::runtime:.+",
+                ))
+            }
+            (o, Some(_)) if o != "Manual" => {
+                return Err(ApiError::invalid(
+                    "RuntimeVersionArn can only be specified when UpdateRuntimeOn is Manual.",
+                ))
+            }
+            _ => {}
+        }
+        let mut config = json!({ "UpdateRuntimeOn": on });
+        if let Some(v) = version {
+            config["RuntimeVersionArn"] = json!(v);
+        }
+        let stored = config.clone();
+        self.registry
+            .update_settings(&name, |s| {
+                s.insert(format!("RuntimeManagement:{q}"), stored);
+                Ok(())
+            })
+            .map_err(|e| self.change_error(&name, e))?;
+        config["FunctionArn"] = json!(arn);
+        Ok(Response::json(200, config.to_string().into_bytes()))
+    }
+}

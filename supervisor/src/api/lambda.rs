@@ -191,6 +191,21 @@ impl Api {
             ("DELETE", ["2015-03-31", "functions", name, "aliases", alias]) => {
                 self.delete_alias(name, alias)
             }
+            ("GET", ["2024-08-31", "functions", name, "recursion-config"]) => {
+                self.get_recursion_config(name)
+            }
+            ("PUT", ["2024-08-31", "functions", name, "recursion-config"]) => {
+                self.put_recursion_config(req, name)
+            }
+            ("GET", ["2021-07-20", "functions", name, "runtime-management-config"]) => {
+                self.get_runtime_management(name, qv("Qualifier"))
+            }
+            ("PUT", ["2021-07-20", "functions", name, "runtime-management-config"]) => {
+                self.put_runtime_management(req, name, qv("Qualifier"))
+            }
+            ("POST", ["2014-11-13", "functions", name, "invoke-async"]) => {
+                self.invoke_async_legacy(req, name, request_id)
+            }
             ("POST", ["2015-03-31", "functions", name, "policy"]) => {
                 self.add_permission(req, name, qv("Qualifier"))
             }
@@ -697,6 +712,39 @@ impl Api {
             );
         }
         Ok(resp)
+    }
+}
+
+impl Api {
+    /// InvokeAsync (deprecated, `/2014-11-13/.../invoke-async`): an Event invoke answering
+    /// `{"Status": 202}`.
+    fn invoke_async_legacy(
+        &self,
+        req: &Request,
+        raw: &str,
+        request_id: &str,
+    ) -> ApiResult<Response> {
+        let (name, q) = self.function_ref(raw, None)?;
+        let f = self.lookup(&name, q.as_deref(), false)?;
+        Api::check_async_payload(req.body.len())?;
+        let payload = if req.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}".to_vec()
+        } else {
+            req.body.clone()
+        };
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+            return Err(ApiError::new(
+                400,
+                "InvalidRequestContentException",
+                format!("Could not parse request body into json: {e}"),
+            ));
+        }
+        let invoked_arn = match &q {
+            Some(q) => format!("{}:{q}", self.arn(&name)),
+            None => self.arn(&name),
+        };
+        self.invoke_event(&f, q, invoked_arn, payload, request_id)?;
+        Ok(Response::json(202, b"{\"Status\": 202}".to_vec()))
     }
 }
 

@@ -146,6 +146,7 @@ const FUNCTION_COLUMNS: &[(&str, &str)] = &[
     ("published_rev", "TEXT"),
     ("tags", "TEXT NOT NULL DEFAULT '{}'"),
     ("reserved", "INTEGER"),
+    ("settings", "TEXT NOT NULL DEFAULT '{}'"),
 ];
 
 fn owner(name: &str, version: &str) -> String {
@@ -894,21 +895,54 @@ impl Registry {
         name: &str,
         change: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
     ) -> Result<()> {
+        self.update_object_column(name, "tags", change)
+    }
+
+    /// Per-function settings outside versions (recursion, runtime management), a JSON object.
+    pub fn settings(&self, name: &str) -> Result<Option<Map<String, Value>>> {
+        let db = self.db();
+        let row: Option<String> = db
+            .query_row(
+                "SELECT settings FROM functions WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        row.map(|s| Ok(serde_json::from_str(&s)?)).transpose()
+    }
+
+    pub fn update_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+    ) -> Result<()> {
+        self.update_object_column(name, "settings", change)
+    }
+
+    /// Changes a JSON object column of a function in one transaction.
+    fn update_object_column(
+        &self,
+        name: &str,
+        column: &'static str,
+        change: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+    ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let tags: Option<String> = tx
-            .query_row("SELECT tags FROM functions WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+        let value: Option<String> = tx
+            .query_row(
+                &format!("SELECT {column} FROM functions WHERE name = ?1"),
+                [name],
+                |r| r.get(0),
+            )
             .optional()?;
-        let mut tags: Map<String, Value> = match tags {
+        let mut value: Map<String, Value> = match value {
             Some(t) => serde_json::from_str(&t)?,
             None => return Err(RegistryError::NotFound(name.to_string())),
         };
-        change(&mut tags)?;
+        change(&mut value)?;
         tx.execute(
-            "UPDATE functions SET tags = ?2 WHERE name = ?1",
-            params![name, Value::Object(tags).to_string()],
+            &format!("UPDATE functions SET {column} = ?2 WHERE name = ?1"),
+            params![name, Value::Object(value).to_string()],
         )?;
         tx.commit()?;
         Ok(())
