@@ -30,3 +30,31 @@ echo '$ aws lambda invoke --function-name hello --payload {"name": "lamina"} --l
 aws lambda invoke --function-name hello --payload '{"name": "lamina"}' --log-type Tail \
   --query LogResult --output text "$work/out.json" | base64 -d
 echo "result: $(cat "$work/out.json")"
+
+# The same in Node.js and Ruby (their runtime layers build in well under a second).
+"$LAMINA" runtime build nodejs20.x >/dev/null 2>&1
+"$LAMINA" runtime build ruby3.1 >/dev/null 2>&1
+deploy() {  # name runtime handler dir file
+  (cd "examples/$4" && python3 -c 'import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],"w"); z.write(sys.argv[2]); z.close()' "$work/$1.zip" "$5")
+  aws lambda delete-function --function-name "$1" >/dev/null 2>&1 || true
+  aws lambda create-function --function-name "$1" --runtime "$2" --handler "$3" \
+    --role arn:aws:iam::000000000000:role/demo --zip-file "fileb://$work/$1.zip" >/dev/null
+  aws lambda wait function-active-v2 --function-name "$1"
+  aws lambda invoke --function-name "$1" --payload '{"name": "lamina"}' "$work/$1.json" >/dev/null
+  echo "$2 result: $(cat "$work/$1.json")"
+}
+deploy hello-node nodejs20.x index.handler hello-node index.mjs
+deploy hello-ruby ruby3.1 lambda_function.lambda_handler hello-ruby lambda_function.rb
+
+# Versions and a weighted alias: X-Amz-Executed-Version says which version ran.
+echo '$ aws lambda publish-version / update-function-configuration / publish-version / create-alias live (1, 20% to 2)'
+aws lambda publish-version --function-name hello --query Version --output text >/dev/null
+aws lambda update-function-configuration --function-name hello --description v2 >/dev/null
+aws lambda publish-version --function-name hello --query Version --output text >/dev/null
+aws lambda create-alias --function-name hello --name live --function-version 1 \
+  --routing-config '{"AdditionalVersionWeights": {"2": 0.2}}' >/dev/null
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  aws lambda invoke --function-name hello --qualifier live "$work/a.json" --query ExecutedVersion --output text
+done | sort | uniq -c | awk '{print "version " $2 ": " $1 " of 10 invocations"}'
+echo '$ lamina status'
+"$LAMINA" status
