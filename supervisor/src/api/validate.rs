@@ -472,7 +472,14 @@ mod tests {
     #[test]
     fn runtime_names_layers_may_declare() {
         // Lambda's own names and the runtimes this lamina adds (rootfs/runtimes/*).
-        for ok in ["python3.12", "java21", "dotnet8", "java17", "dotnet", "ruby3.1"] {
+        for ok in [
+            "python3.12",
+            "java21",
+            "dotnet8",
+            "java17",
+            "dotnet",
+            "ruby3.1",
+        ] {
             assert!(runtime_name_known(ok), "{ok}");
         }
         for bad in ["cobol", "", "dotnet9", "Python3.11"] {
