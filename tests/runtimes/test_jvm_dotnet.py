@@ -311,7 +311,7 @@ def test_dotnet_bad_image_reports_its_cause(dep):
 @pytest.mark.parametrize("ex,greeting", [
     ("hello-java", r"Hello, lamina! \(java 17\.[\d.]+\)"),
     ("hello-dotnet", r"Hello, lamina! \(C# on Mono [\d.]+\)"),
-])
+], ids=["hello-java", "hello-dotnet"])
 def test_hello_examples(dep, ex, greeting, tmp_path):
     spec = json.loads((REPO / "examples" / ex / "function.json").read_text())
     conf.run(["bash", str(REPO / "examples" / ex / "build.sh"), str(tmp_path / "fn.zip")])
