@@ -7,9 +7,12 @@ OUT=${1:?usage: build.sh OUT_ZIP}
 HERE=$(cd "$(dirname "$0")" && pwd)
 JAVA_HOME=${JAVA17_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 WORK=$HERE/target
+# Maven's local repository, shared by the Java examples (cached across runs; LAMINA_EXAMPLES_CACHE as
+# for the other examples' downloads).
+M2=${LAMINA_EXAMPLES_CACHE:-$(cd "$HERE/../../.." && pwd)/target/examples}/m2
 mkdir -p "$WORK"
 rm -rf "$WORK/deps" "$WORK/zip" "$WORK/layer-classes"
-JAVA_HOME=$JAVA_HOME mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" -Dmaven.repo.local="$WORK/m2" \
+JAVA_HOME=$JAVA_HOME mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" -Dmaven.repo.local="$M2" \
   dependency:copy-dependencies -DoutputDirectory="$WORK/deps"
 mkdir -p "$WORK/zip/lib" "$WORK/layer-classes"
 "$JAVA_HOME/bin/javac" --release 17 -d "$WORK/layer-classes" "$HERE"/../java17/layer/conformancelayer/*.java

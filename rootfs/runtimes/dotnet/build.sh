@@ -23,25 +23,28 @@ STAGE=$(mktemp -d "$OUT/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 R=$STAGE/runtime
 mkdir -p "$R"
+echo "==> mcs ($("$MCS" --version)): Amazon.Lambda.Core.dll, LaminaDotnetRuntime.exe"
 "$MCS" -nologo -debug -optimize+ -target:library -out:"$R/Amazon.Lambda.Core.dll" "$HERE/src/Amazon.Lambda.Core.cs"
 "$MCS" -nologo -debug -optimize+ -target:exe -out:"$R/LaminaDotnetRuntime.exe" \
   -r:"$R/Amazon.Lambda.Core.dll" -r:System.Web.Extensions.dll "$HERE/src/LaminaDotnetRuntime.cs"
+echo "==> mono --aot: both assemblies"
 (cd "$R" && "$MONO" --aot -O=all Amazon.Lambda.Core.dll >/dev/null && "$MONO" --aot -O=all LaminaDotnetRuntime.exe >/dev/null) \
   || die "AOT compilation failed"
 [ -f /etc/mono/config ] && [ -f /etc/mono/4.5/machine.config ] || die "no /etc/mono/config (apt-get install mono-runtime)"
+echo "==> Mono's configuration from /etc/mono into runtime/etc/mono"
 mkdir -p "$R/etc/mono"
 cp -r /etc/mono/config /etc/mono/2.0 /etc/mono/4.0 /etc/mono/4.5 "$R/etc/mono/"
 sed -e "s|@MONO@|$MONO|" "$HERE/bootstrap" > "$R/bootstrap"
 chmod 755 "$R/bootstrap"
 chmod -R a+rX "$R"
-ver=$("$MONO" --version | head -1 | sed 's/"/\\"/g')
+ver=$("$MONO" --version | head -1 | sed -E 's/.*version ([0-9.]+).*/\1/')
 cat > "$STAGE/manifest.json" <<JSON
 {"name": "dotnet", "argv": ["/var/runtime/bootstrap"], "env": {},
- "description": "C# on Mono, not .NET: lamina's Runtime API loop (mcs-compiled) on the host's $ver"}
+ "description": "C# on Mono $ver (Debian's mono-runtime from the host's /usr; not .NET): lamina's Runtime API loop and Amazon.Lambda.Core, mcs-compiled and AOT"}
 JSON
 rm -rf "$OUT/runtime.old"
 if [ -d "$OUT/runtime" ]; then mv "$OUT/runtime" "$OUT/runtime.old"; fi
 mv "$R" "$OUT/runtime"
 mv "$STAGE/manifest.json" "$OUT/manifest.json"
 rm -rf "$OUT/runtime.old"
-echo "dotnet runtime layer built in $OUT"
+echo "==> dotnet runtime layer built in $OUT (Mono $ver)"

@@ -36,26 +36,34 @@ MODULES=$MODULES,jdk.xml.dom,jdk.jfr
 # LAMINA_JAVA_MODULES narrows the image (the tests that ship it inside a 50 MB function ZIP use the
 # modules the RIC itself needs: java.base,java.desktop,java.sql,jdk.unsupported).
 MODULES=${LAMINA_JAVA_MODULES:-$MODULES}
+echo "==> jlink: a Java 17 image of $MODULES from $JAVA_HOME"
 "$JAVA_HOME/bin/jlink" --module-path "$JAVA_HOME/jmods" --add-modules "$MODULES" \
   --no-header-files --no-man-pages --compress=2 --output "$STAGE/lang"
 # Debian's legal/ entries are symlinks; keep the files themselves (a layer is copied and zipped).
 find "$STAGE/lang/legal" -type l | while read -r l; do
   t=$(readlink -f "$l" || true); rm -f "$l"; [ -f "$t" ] && cp "$t" "$l"; done
 if [ -f /etc/ssl/certs/java/cacerts ]; then cp /etc/ssl/certs/java/cacerts "$STAGE/lang/lib/security/cacerts"; fi
+echo "==> class data sharing archive for the image (lib/server/classes.jsa)"
 "$STAGE/lang/bin/java" -Xshare:dump -XX:SharedArchiveFile="$STAGE/lang/lib/server/classes.jsa" >/dev/null
 offline=()
 # With everything already in the local repository, stay offline (the build must work without network).
 [ -f "$CACHE/.complete" ] && offline=(-o)
-JAVA_HOME=$JAVA_HOME mvn -q -B -Dstyle.color=never "${offline[@]}" -f "$HERE/pom.xml" -Dmaven.repo.local="$CACHE" \
-  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$STAGE/runtime/lib"
+echo "==> Maven: AWS's Java RIC and its dependencies (pom.xml) ${offline:+offline, }into runtime/lib; local repository $CACHE"
+# Maven's colour codes (jansi) would reach the build log as escape sequences.
+JAVA_HOME=$JAVA_HOME MAVEN_OPTS="${MAVEN_OPTS:-} -Djansi.passthrough=false" \
+  mvn -q -B -Dstyle.color=never "${offline[@]}" -f "$HERE/pom.xml" -Dmaven.repo.local="$CACHE" \
+  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$STAGE/runtime/lib" 2>&1 \
+  | sed -e 's/\x1b\[[0-9;]*m//g'
 touch "$CACHE/.complete"
+ls "$STAGE/runtime/lib" | sed 's/^/    /'
 RIC=$(ls "$STAGE"/runtime/lib/aws-lambda-java-runtime-interface-client-*.jar)
 (cd "$STAGE/runtime/lib" && "$JAVA_HOME/bin/jar" xf "$RIC" "jni/$JNI")
 [ -f "$STAGE/runtime/lib/jni/$JNI" ] || die "$JNI not found in $RIC"
+echo "==> JNI client jni/$JNI taken out of $(basename "$RIC")"
 sed -e "s|@JNI_LIB@|$JNI|" "$HERE/bootstrap" > "$STAGE/runtime/bootstrap"
 chmod 755 "$STAGE/runtime/bootstrap"
 chmod -R a+rX "$STAGE/runtime" "$STAGE/lang"
-jdk=$("$JAVA_HOME/bin/java" -version 2>&1 | head -1 | sed 's/"/\\"/g')
+jdk="OpenJDK $("$JAVA_HOME/bin/java" -version 2>&1 | head -1 | sed -E 's/.*version "([^"]+)".*/\1/')"
 ric=$(basename "$RIC" .jar)
 cat > "$STAGE/manifest.json" <<JSON
 {"name": "java17", "argv": ["/var/runtime/bootstrap"], "env": {"JAVA_HOME": "/var/lang"},
@@ -68,4 +76,4 @@ for d in runtime lang; do
   rm -rf "$OUT/$d.old"
 done
 mv "$STAGE/manifest.json" "$OUT/manifest.json"
-echo "java17 runtime layer built in $OUT"
+echo "==> java17 runtime layer built in $OUT (lang $(du -sh "$OUT/lang" | cut -f1), runtime $(du -sh "$OUT/runtime" | cut -f1))"

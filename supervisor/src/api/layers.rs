@@ -149,7 +149,7 @@ fn max_items(raw: Option<&str>) -> ApiResult<usize> {
 fn filter<'a>(runtime: Option<&'a str>, arch: Option<&'a str>) -> ApiResult<Filter<'a>> {
     let mut errors = Vec::new();
     if let Some(r) = runtime {
-        if !validate::LAMBDA_RUNTIMES.contains(&r) {
+        if !validate::runtime_name_known(r) {
             errors.push(format!(
                 "Value '{r}' at 'compatibleRuntime' failed to satisfy constraint: {}",
                 enum_constraint(validate::LAMBDA_RUNTIMES)
@@ -330,10 +330,7 @@ impl Api {
         let mut errors = Vec::new();
         if runtimes.len() > 15 {
             errors.push(format!("Value '[{}]' at 'compatibleRuntimes' failed to satisfy constraint: Member must have length less than or equal to 15", runtimes.join(", ")));
-        } else if runtimes
-            .iter()
-            .any(|r| !validate::LAMBDA_RUNTIMES.contains(&r.as_str()))
-        {
+        } else if runtimes.iter().any(|r| !validate::runtime_name_known(r)) {
             errors.push(format!(
                 "Value '[{}]' at 'compatibleRuntimes' failed to satisfy constraint: {}",
                 runtimes.join(", "),

@@ -391,6 +391,12 @@ pub fn handler(v: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A runtime name Lambda's model knows or this lamina has a runtime for (`ruby3.1`, `dotnet`):
+/// the names layers may declare in CompatibleRuntimes.
+pub fn runtime_name_known(v: &str) -> bool {
+    LAMBDA_RUNTIMES.contains(&v) || crate::runtimes::is_known(v)
+}
+
 pub fn runtime(v: &str) -> ApiResult<()> {
     let supported = crate::runtimes::is_known(v);
     if !LAMBDA_RUNTIMES.contains(&v) && !supported {
@@ -462,6 +468,24 @@ pub fn environment(env: Option<&Value>) -> ApiResult<Map<String, Value>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn runtime_names_layers_may_declare() {
+        // Lambda's own names and the runtimes this lamina adds (rootfs/runtimes/*).
+        for ok in [
+            "python3.12",
+            "java21",
+            "dotnet8",
+            "java17",
+            "dotnet",
+            "ruby3.1",
+        ] {
+            assert!(runtime_name_known(ok), "{ok}");
+        }
+        for bad in ["cobol", "", "dotnet9", "Python3.11"] {
+            assert!(!runtime_name_known(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn function_refs() {
