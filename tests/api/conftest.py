@@ -4,6 +4,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -11,7 +12,9 @@ import boto3
 import botocore.config
 import pytest
 
-from coverage_plugin import pytest_configure  # noqa: F401  (records each test's requests: README coverage table)
+# (Other suites load this file by path to reuse Server, so its directory may not be on sys.path.)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coverage_plugin import pytest_configure  # noqa: E402,F401  (records each test's requests: README coverage table)
 
 LAMINA = os.environ.get("LAMINA_BIN", os.path.join(os.path.dirname(__file__), "../../target/release/lamina"))
 

@@ -259,9 +259,15 @@ def test_init_error(dep, d, case):
             for info in src.infolist():
                 if info.filename not in c["files"]:
                     z.writestr(info, src.read(info))
+            # A file is replaced by text (mode 644), by {"content", "mode"}, or removed (null).
             for fname, content in c["files"].items():
+                if content is None:
+                    continue
+                mode = 0o644
+                if isinstance(content, dict):
+                    mode, content = int(content["mode"], 8), content["content"]
                 info = zipfile.ZipInfo(fname)
-                info.external_attr = 0o644 << 16
+                info.external_attr = mode << 16
                 z.writestr(info, content)
         over["Code"] = {"ZipFile": out.getvalue()}
     name = dep.create(f"conf-{safe(d)}-{case.replace('_', '-')}", d, **over)
