@@ -266,6 +266,7 @@ def test_weighted_alias_split_over_10000_invocations(server, lam):
     total = counts["1"] + counts["2"]
     assert total == 10000
     share = counts["2"] / total
+    print(f"weighted alias: version 2 ran {counts['2']} of {total} invocations ({share:.2%}, weight 30%)")
     assert abs(share - 0.3) <= 0.03, counts
 
 
