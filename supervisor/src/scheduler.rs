@@ -357,8 +357,8 @@ impl Scheduler {
         region: String,
         idle_timeout: Duration,
         concurrency: ConcurrencyConfig,
-        log_reader: Arc<LogReader>,
-    ) -> Arc<Scheduler> {
+    ) -> std::io::Result<Arc<Scheduler>> {
+        let log_reader = LogReader::start()?;
         let reserved = registry.all_reserved().unwrap_or_default();
         let s = Arc::new_cyclic(|me| Scheduler {
             me: me.clone(),
@@ -387,7 +387,7 @@ impl Scheduler {
                 None => return,
             }
         });
-        s
+        Ok(s)
     }
 
     fn key(f: &StoredFunction) -> String {

@@ -298,14 +298,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    let log_reader = match crate::scheduler::LogReader::start() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("lamina: log reader: {e}");
-            return 1;
-        }
-    };
-    let scheduler = Scheduler::new(
+    let scheduler = match Scheduler::new(
         sandbox.clone(),
         registry.clone(),
         layers.clone(),
@@ -313,8 +306,13 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         args.region.clone(),
         Duration::from_secs(args.idle_timeout),
         concurrency(&args),
-        log_reader,
-    );
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lamina: log reader: {e}");
+            return 1;
+        }
+    };
     // Log retention: by age and size per group, checked every minute.
     {
         let store = crate::logs::LogStore::new(&args.state_dir);
