@@ -62,6 +62,8 @@ pub type QueueStats = BTreeMap<(String, String), (u64, f64)>;
 pub struct Metrics {
     functions: Mutex<BTreeMap<(String, String), FunctionStats>>,
     pub env_start_failures: AtomicU64,
+    /// Idle envs destroyed to make room in the memory budget.
+    pub evictions: AtomicU64,
     pub starting: AtomicI64,
     pub busy: AtomicI64,
     /// Memory limits of live envs, in bytes.
@@ -227,6 +229,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP lamina_memory_budget_bytes Memory the host gives envs.\n# TYPE lamina_memory_budget_bytes gauge\nlamina_memory_budget_bytes {budget_bytes}");
         let _ = writeln!(out, "# HELP lamina_memory_committed_bytes Memory limits of live envs.\n# TYPE lamina_memory_committed_bytes gauge\nlamina_memory_committed_bytes {}", self.memory_committed.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP lamina_env_evictions_total Idle envs destroyed to make room in the memory budget.\n# TYPE lamina_env_evictions_total counter\nlamina_env_evictions_total {}", self.evictions.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP lamina_env_start_failures_total Envs that failed to start (lamina's side, not the function's).\n# TYPE lamina_env_start_failures_total counter\nlamina_env_start_failures_total {}", self.env_start_failures.load(Ordering::Relaxed));
         out
     }

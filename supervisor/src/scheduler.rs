@@ -63,8 +63,91 @@ pub struct LogStream {
     /// Output of the current invocation (for `X-Amz-Log-Result`).
     current: Mutex<Vec<u8>>,
     pipe: Mutex<Option<File>>,
+    /// The pipe reached its end (every writer gone); it stays open (and registered) until the
+    /// stream is dropped, so its fd number cannot be reused while the reader knows it.
+    eof: std::sync::atomic::AtomicBool,
     /// The env's output after its last newline (a line is logged once complete).
     partial: Mutex<Vec<u8>>,
+    /// The reader thread watching the pipe, and this stream's token there.
+    reader: Arc<LogReader>,
+    token: usize,
+}
+
+/// One thread that keeps every env's output pipe drained (so that a chatty function never
+/// blocks on its stdout), whatever the number of envs: an edge-triggered epoll set (mio) of
+/// the pipes, each event draining its stream into the log file.
+pub struct LogReader {
+    registry: mio::Registry,
+    streams: Mutex<HashMap<usize, std::sync::Weak<LogStream>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl LogReader {
+    pub fn start() -> std::io::Result<Arc<LogReader>> {
+        let mut poll = mio::Poll::new()?;
+        let reader = Arc::new(LogReader {
+            registry: poll.registry().try_clone()?,
+            streams: Mutex::new(HashMap::new()),
+            next: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let weak = Arc::downgrade(&reader);
+        std::thread::Builder::new()
+            .name("log-reader".into())
+            .spawn(move || {
+                let mut events = mio::Events::with_capacity(256);
+                loop {
+                    match poll.poll(&mut events, Some(Duration::from_millis(500))) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::error!(%e, "log reader: poll failed");
+                            return;
+                        }
+                    }
+                    let Some(r) = weak.upgrade() else { return };
+                    for ev in events.iter() {
+                        let stream = r
+                            .streams
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&ev.token().0)
+                            .and_then(std::sync::Weak::upgrade);
+                        if let Some(l) = stream {
+                            l.drain();
+                        }
+                    }
+                }
+            })?;
+        Ok(reader)
+    }
+
+    fn add(&self, fd: std::os::fd::RawFd, stream: std::sync::Weak<LogStream>, token: usize) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, stream);
+        if let Err(e) = self.registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(token),
+            mio::Interest::READABLE,
+        ) {
+            // Still drained at each invocation's start and end.
+            tracing::warn!(%e, "log reader: pipe not watched");
+        }
+    }
+
+    fn remove(&self, fd: std::os::fd::RawFd, token: usize) {
+        let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+    }
+
+    /// Streams being watched (for tests).
+    pub fn watched(&self) -> usize {
+        self.streams.lock().map(|s| s.len()).unwrap_or(0)
+    }
 }
 
 impl LogStream {
@@ -104,11 +187,14 @@ impl LogStream {
             Err(_) => return,
         };
         let Some(p) = guard.as_mut() else { return };
+        if self.eof.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut buf = [0u8; 16 * 1024];
         loop {
             match p.read(&mut buf) {
                 Ok(0) => {
-                    *guard = None;
+                    self.eof.store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
                 Ok(n) => self.output(&buf[..n]),
@@ -166,6 +252,11 @@ impl Drop for LogStream {
     fn drop(&mut self) {
         self.drain();
         self.flush_partial();
+        // Unwatched before the pipe closes (with the fields, after this), so that its fd
+        // number is never known to the reader while another stream may reuse it.
+        if let Some(p) = self.pipe.get_mut().ok().and_then(|p| p.as_ref()) {
+            self.reader.remove(p.as_raw_fd(), self.token);
+        }
     }
 }
 
@@ -184,6 +275,10 @@ pub struct ConcurrencyConfig {
     pub limit: u64,
     /// What reservations must leave to the functions without one.
     pub min_unreserved: u64,
+    /// The sum of the MemorySize of live envs (starting, busy or idle) stays within this
+    /// (the host's memory budget times the overcommit ratio): idle envs are evicted, least
+    /// recently used first, to make room; when busy ones fill it, invocations are throttled.
+    pub memory_budget_bytes: u64,
 }
 
 #[derive(Default)]
@@ -243,6 +338,8 @@ pub struct Scheduler {
     busy_pinned: Mutex<HashMap<String, u64>>,
     /// Provisioned concurrency, keyed `name\0qualifier`.
     provisioned: Mutex<HashMap<String, Provision>>,
+    /// Drains every env's output pipe.
+    pub log_reader: Arc<LogReader>,
 }
 
 fn error_body(error_type: &str, message: String) -> Vec<u8> {
@@ -260,7 +357,8 @@ impl Scheduler {
         region: String,
         idle_timeout: Duration,
         concurrency: ConcurrencyConfig,
-    ) -> Arc<Scheduler> {
+    ) -> std::io::Result<Arc<Scheduler>> {
+        let log_reader = LogReader::start()?;
         let reserved = registry.all_reserved().unwrap_or_default();
         let s = Arc::new_cyclic(|me| Scheduler {
             me: me.clone(),
@@ -279,6 +377,7 @@ impl Scheduler {
             provisioned: Mutex::new(HashMap::new()),
             busy_pinned: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::default(),
+            log_reader,
         });
         let weak = Arc::downgrade(&s);
         std::thread::spawn(move || loop {
@@ -288,7 +387,7 @@ impl Scheduler {
                 None => return,
             }
         });
-        s
+        Ok(s)
     }
 
     fn key(f: &StoredFunction) -> String {
@@ -303,15 +402,68 @@ impl Scheduler {
 
     /// Destroys an env, counting its memory out of the committed total.
     fn destroy_env(&self, env: &ExecutionEnvironment) {
-        self.metrics.memory_committed.fetch_sub(
-            env.limits.memory_bytes.min(
-                self.metrics
-                    .memory_committed
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            ),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         self.sandbox.destroy(env);
+        self.release_memory(env.limits.memory_bytes);
+    }
+
+    fn release_memory(&self, bytes: u64) {
+        let _ = self.metrics.memory_committed.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |c| Some(c.saturating_sub(bytes)),
+        );
+    }
+
+    /// The memory budget in bytes (after overcommit).
+    pub fn memory_budget(&self) -> u64 {
+        self.concurrency.memory_budget_bytes
+    }
+
+    /// Commits `bytes` of the memory budget for a new env, evicting idle envs (least recently
+    /// used first; provisioned ones are kept) while it does not fit. `false`: busy, starting
+    /// and provisioned envs fill the budget (the invocation is throttled).
+    fn reserve_memory(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let budget = self.concurrency.memory_budget_bytes;
+        loop {
+            let fits = self
+                .metrics
+                .memory_committed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c.saturating_add(bytes) <= budget).then_some(c + bytes)
+                })
+                .is_ok();
+            if fits {
+                return true;
+            }
+            let victim = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let oldest = idle
+                    .iter()
+                    .flat_map(|(k, v)| v.iter().enumerate().map(move |(i, w)| (k, i, w)))
+                    .filter(|(_, _, w)| w.pinned.is_none())
+                    .min_by_key(|(_, _, w)| w.idle_since)
+                    .map(|(k, i, _)| (k.clone(), i));
+                match oldest {
+                    Some((k, i)) => {
+                        let envs = idle.get_mut(&k);
+                        let w = envs.map(|v| v.remove(i));
+                        if idle.get(&k).is_some_and(Vec::is_empty) {
+                            idle.remove(&k);
+                        }
+                        w
+                    }
+                    None => None,
+                }
+            };
+            match victim {
+                Some(w) => {
+                    self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+                    self.destroy_env(&w.env);
+                }
+                None => return false,
+            }
+        }
     }
 
     /// In-flight invocations per function.
@@ -484,6 +636,9 @@ impl Scheduler {
                             String::from_utf8_lossy(&body).into_owned()
                         }
                         Outcome::ServiceError(m) => m,
+                        Outcome::Throttled(_) => {
+                            "busy envs fill lamina's memory budget (--memory-overcommit)".into()
+                        }
                         _ => "the env did not start".into(),
                     };
                     let mut p = s.provisioned.lock().unwrap_or_else(|e| e.into_inner());
@@ -757,39 +912,24 @@ impl Scheduler {
             let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
             libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
         }
+        let token = self
+            .log_reader
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = File::from(r);
+        let rfd = r.as_raw_fd();
         let log = Arc::new(LogStream {
             group,
             name,
             file: Mutex::new(file),
             current: Mutex::new(Vec::new()),
-            pipe: Mutex::new(Some(File::from(r))),
+            pipe: Mutex::new(Some(r)),
+            eof: std::sync::atomic::AtomicBool::new(false),
             partial: Mutex::new(Vec::new()),
+            reader: self.log_reader.clone(),
+            token,
         });
-        // A reader keeps the pipe drained so a chatty function never blocks on its stdout.
-        let weak = Arc::downgrade(&log);
-        std::thread::spawn(move || loop {
-            let Some(l) = weak.upgrade() else { return };
-            let fd = match l.pipe.lock() {
-                Ok(g) => match g.as_ref() {
-                    Some(p) => p.as_raw_fd(),
-                    None => return,
-                },
-                Err(_) => return,
-            };
-            drop(l);
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll on one pollfd for at most 200 ms; the fd stays open while the stream
-            // lives (checked again below under the lock).
-            unsafe { libc::poll(&mut pfd, 1, 200) };
-            match weak.upgrade() {
-                Some(l) => l.drain(),
-                None => return,
-            }
-        });
+        self.log_reader.add(rfd, Arc::downgrade(&log), token);
         Ok((log, w))
     }
 
@@ -826,6 +966,18 @@ impl Scheduler {
                 )));
             }
         };
+        let memory_bytes = c["MemorySize"].as_u64().unwrap_or(128) << 20;
+        if !self.reserve_memory(memory_bytes) {
+            return Err(Outcome::Throttled("ConcurrentInvocationLimitExceeded"));
+        }
+        // Given back unless the env starts (then its destruction gives it back).
+        struct Reserved<'a>(&'a Scheduler, u64);
+        impl Drop for Reserved<'_> {
+            fn drop(&mut self) {
+                self.0.release_memory(self.1);
+            }
+        }
+        let reserved = Reserved(self, memory_bytes);
         let (log, log_w) = self
             .new_log(f)
             .map_err(|e| Outcome::ServiceError(format!("log stream: {e}")))?;
@@ -873,10 +1025,15 @@ impl Scheduler {
                 return Err(Outcome::ServiceError(format!("starting an env: {e}")));
             }
         };
-        self.metrics.memory_committed.fetch_add(
-            env.limits.memory_bytes,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        // The reservation now belongs to the env (its limit is the function's MemorySize).
+        std::mem::forget(reserved);
+        if env.limits.memory_bytes != memory_bytes {
+            self.release_memory(memory_bytes);
+            self.metrics
+                .memory_committed
+                .fetch_add(env.limits.memory_bytes, std::sync::atomic::Ordering::AcqRel);
+        }
+        tracing::debug!(env = %env.id, timings = ?env.timings, "env started");
         let w = WarmEnv {
             env,
             log,
@@ -961,6 +1118,13 @@ impl Scheduler {
             }
             None => match self.cold_start(f, "on-demand") {
                 Ok((w, d)) => (w, Some(d)),
+                Err(Outcome::Throttled(reason)) => {
+                    self.metrics.throttle(&f.name, &f.version);
+                    return InvokeOutcome {
+                        result: Outcome::Throttled(reason),
+                        log_tail: None,
+                    };
+                }
                 Err(o) => {
                     let body = match &o {
                         Outcome::FunctionError { body } => body.clone(),

@@ -50,8 +50,15 @@ pub struct ServeArgs {
     /// `<state-dir>/key`, created on the first start.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Memory overcommit: the sum of the MemorySize of live envs (idle ones included) stays
+    /// within the host's memory budget (MemTotal less 10%, at least 512 MiB) times this ratio;
+    /// idle envs are evicted (least recently used first) to make room, and invocations are
+    /// throttled when busy envs fill it. Above 1, idle envs that use less than their
+    /// MemorySize share the host.
+    #[arg(long, default_value = "1.0", value_name = "RATIO", value_parser = parse_ratio)]
+    pub memory_overcommit: f64,
     /// Invocations running at once across all functions (Lambda's account concurrency limit).
-    /// Default: the host's memory budget divided by 128 MB, at most 1000.
+    /// Default: the memory budget (after overcommit) divided by 128 MB, at most 1000.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub concurrency_limit: Option<u64>,
     /// Concurrency reservations must leave to functions without one. Default: 100, or half
@@ -101,10 +108,34 @@ pub fn memory_budget_mb() -> u64 {
     total.saturating_sub((total / 10).max(512))
 }
 
+/// Each env holds a few descriptors in the supervisor (pidfd, control socket, log pipe and
+/// file): the soft limit on open files goes up to the hard one, as thousands of envs need.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a ratio between 0.1 and 1000")),
+    }
+}
+
 fn concurrency(args: &ServeArgs) -> ConcurrencyConfig {
+    let budget_mb = (memory_budget_mb() as f64 * args.memory_overcommit) as u64;
     let limit = args
         .concurrency_limit
-        .unwrap_or_else(|| (memory_budget_mb() / 128).clamp(1, 1000));
+        .unwrap_or_else(|| (budget_mb / 128).clamp(1, 1000));
     let min_unreserved = args
         .min_unreserved
         .unwrap_or(if limit >= 200 { 100 } else { limit / 2 })
@@ -112,6 +143,7 @@ fn concurrency(args: &ServeArgs) -> ConcurrencyConfig {
     ConcurrencyConfig {
         limit,
         min_unreserved,
+        memory_budget_bytes: budget_mb << 20,
     }
 }
 
@@ -183,6 +215,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         eprintln!("lamina: signals: {e}");
         return 1;
     }
+    raise_nofile();
     if let Err(e) = fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -265,7 +298,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
             return 1;
         }
     };
-    let scheduler = Scheduler::new(
+    let scheduler = match Scheduler::new(
         sandbox.clone(),
         registry.clone(),
         layers.clone(),
@@ -273,7 +306,13 @@ pub fn serve(global: &Global, args: ServeArgs) -> u8 {
         args.region.clone(),
         Duration::from_secs(args.idle_timeout),
         concurrency(&args),
-    );
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lamina: log reader: {e}");
+            return 1;
+        }
+    };
     // Log retention: by age and size per group, checked every minute.
     {
         let store = crate::logs::LogStore::new(&args.state_dir);

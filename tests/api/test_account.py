@@ -9,7 +9,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import Server
+from conftest import LAMINA, Server
 from test_lambda_api import ROLE, create, mkzip
 
 SLEEPY = mkzip({"app.py": """
@@ -128,6 +128,65 @@ def test_reserved_concurrency_and_account_limit():
         assert r.returncode == 0 and json.loads(r.stdout)["ReservedConcurrentExecutions"] == 2, r.stderr
     finally:
         srv.stop()
+
+
+def metric(srv, name):
+    import urllib.request
+    text = urllib.request.urlopen(srv.endpoint + "/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_memory_budget_evicts_idle_envs_then_throttles():
+    # The budget (MemTotal less 10%, at least 512 MiB, times --memory-overcommit) is set to
+    # hold two envs of 10240 MB and not three.
+    total_mb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:")) // 1024
+    host_mb = total_mb - max(total_mb // 10, 512)
+    ratio = 2.5 * 10240 / host_mb
+    srv = Server(["--memory-overcommit", f"{ratio:.6f}"])
+    try:
+        lam = srv.client()
+        budget = metric(srv, "lamina_memory_budget_bytes")
+        assert 2 * 10240 << 20 <= budget < 3 * 10240 << 20
+        # The default account limit follows the budget after overcommit.
+        assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == min(1000, int(budget) // (128 << 20))
+        for n in ("m1", "m2", "m3"):
+            create(lam, n, SLEEPY, MemorySize=10240, Timeout=10)
+        pids = {n: json.loads(lam.invoke(FunctionName=n, Payload=b"{}")["Payload"].read())["pid"] for n in ("m1", "m2")}
+        assert metric(srv, "lamina_memory_committed_bytes") == 2 * 10240 << 20
+        # A third env fits only once the least recently used idle one (m1's) is evicted.
+        assert lam.invoke(FunctionName="m3", Payload=b"{}")["StatusCode"] == 200
+        assert metric(srv, "lamina_env_evictions_total") == 1
+        assert metric(srv, "lamina_memory_committed_bytes") == 2 * 10240 << 20
+        r = json.loads(lam.invoke(FunctionName="m2", Payload=b"{}")["Payload"].read())
+        assert r["init"] == "on-demand" and r["pid"] == pids["m2"]  # still warm
+        # Busy envs fill the budget: a new env cannot start, and the invoke is throttled.
+        threads = [threading.Thread(target=lambda n=n: srv.client().invoke(FunctionName=n, Payload=json.dumps({"sleep": 3})))
+                   for n in ("m2", "m3")]
+        for th in threads:
+            th.start()
+        time.sleep(1.5)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            lam.invoke(FunctionName="m1", Payload=b"{}")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert e.value.response["Error"]["Code"] == "TooManyRequestsException"
+        assert e.value.response.get("Reason") == "ConcurrentInvocationLimitExceeded"
+        for th in threads:
+            th.join()
+        assert metric(srv, "lamina_memory_committed_bytes") == 2 * 10240 << 20
+        assert lam.invoke(FunctionName="m1", Payload=b"{}")["StatusCode"] == 200
+        assert metric(srv, "lamina_env_evictions_total") == 2
+    finally:
+        srv.stop()
+
+
+def test_memory_overcommit_is_validated():
+    for bad in ("0", "-1", "nan", "abc"):
+        r = subprocess.run([LAMINA, "serve", f"--memory-overcommit={bad}"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "memory-overcommit" in r.stderr, r.stderr
 
 
 def wait_ready(lam, name, q, timeout=30):

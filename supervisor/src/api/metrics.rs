@@ -6,7 +6,7 @@ use super::lambda::Api;
 
 impl Api {
     pub(super) fn metrics(&self) -> Response {
-        let budget = crate::serve::memory_budget_mb() << 20;
+        let budget = self.scheduler.memory_budget();
         let text = self.scheduler.metrics.render(
             &self.scheduler.running_all(),
             self.scheduler.idle_count() as u64,

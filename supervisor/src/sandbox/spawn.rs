@@ -73,10 +73,111 @@ pub struct Spawned {
     pub pidfd: OwnedFd,
 }
 
+/// What the child of `clone_init` needs between clone and exec, prepared by the parent (the
+/// child reads it through a pointer: with CLONE_VM it shares the parent's memory).
+#[repr(C)]
+struct ChildArgs {
+    stdio: Option<(RawFd, RawFd)>,
+    control: RawFd,
+    memfd: RawFd,
+    empty: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The signal mask init starts with (the caller's, restored right before exec).
+    sigmask: libc::sigset_t,
+}
+
+/// The child's side of `clone_init`: moves stdio and the control socket into place and execs
+/// the init image; `_exit(127)` if that fails. Only raw, async-signal-safe syscalls on memory
+/// the parent prepared: with CLONE_VM the child runs on the parent's memory (on its own
+/// stack) while the parent waits (CLONE_VFORK) until the exec.
+///
+/// # Safety
+/// `a` points to a live `ChildArgs` whose pointers are valid until the exec.
+unsafe extern "C" fn child_exec(a: *const ChildArgs) -> ! {
+    // SAFETY: per this function's contract; every call is a raw syscall wrapper.
+    unsafe {
+        let a = &*a;
+        if let Some((stdin, out)) = a.stdio {
+            libc::dup2(stdin, 0);
+            libc::dup2(out, 1);
+            libc::dup2(out, 2);
+        }
+        if a.control == CONTROL_FD {
+            libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
+        } else {
+            libc::dup2(a.control, CONTROL_FD);
+        }
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &a.sigmask as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        libc::syscall(
+            libc::SYS_execveat,
+            a.memfd,
+            a.empty,
+            a.argv,
+            a.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        libc::syscall(libc::SYS_exit, 127);
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+}
+
+/// Size of the stack the child of a CLONE_VM clone runs on until its exec.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// `clone3(args)`; in the child, `child_exec(child)` on the stack named in `args` (never
+/// returns). Returns the raw syscall result in the parent.
+///
+/// With CLONE_VM the child shares the parent's memory and starts on its own stack, so it
+/// must not return into the parent's frames: the child branch calls `child_exec` right after
+/// the syscall instruction, in assembly.
+///
+/// # Safety
+/// `args` is a valid `CloneArgs` with a stack for the child; `child` stays valid until the
+/// child execs or exits (CLONE_VFORK guarantees it).
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_exec(args: &mut CloneArgs, child: *const ChildArgs) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: per this function's contract. The syscall clobbers rcx and r11; in the parent
+    // rax holds the result. In the child (rax == 0) the kernel set rsp to the top of the new
+    // stack (16-byte aligned), and `call` enters `child_exec` with the ABI's alignment.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child,
+            in("r13") child_exec as unsafe extern "C" fn(*const ChildArgs) -> !,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
 /// Clones init into new namespaces (and, on v2, straight into its cgroup) and execs the memfd
 /// image as `lamina init` with `control` at fd 3 (and, given `stdio = (stdin, out)`, those as
 /// fd 0 and fds 1 and 2). Between clone and exec the child makes only
 /// raw, async-signal-safe syscalls on memory prepared here.
+///
+/// On x86_64 the clone shares the supervisor's memory until the exec (CLONE_VM|CLONE_VFORK,
+/// as posix_spawn does): copying the page tables of a large multi-threaded supervisor, the
+/// copy-on-write faults that follow and the teardown at exec were a third of the CPU time of
+/// an env start. Elsewhere the child gets a copy of the memory.
 pub fn clone_init(
     image: &InitImage,
     control: RawFd,
@@ -94,7 +195,27 @@ pub fn clone_init(
     ];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let empty = c"";
-    let memfd = image.memfd.as_raw_fd();
+
+    // Every signal blocked around the clone, so that none runs a handler of the supervisor in
+    // the child (which shares its memory); the child restores the caller's mask before exec.
+    // SAFETY: sigset_t is plain data; zeroed is a valid value, filled by the calls below.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigfillset/pthread_sigmask on sets we own.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let child = ChildArgs {
+        stdio,
+        control,
+        memfd: image.memfd.as_raw_fd(),
+        empty: empty.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        sigmask: old,
+    };
 
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
@@ -107,44 +228,52 @@ pub fn clone_init(
         args.flags |= CLONE_INTO_CGROUP | libc::CLONE_NEWCGROUP as u64;
         args.cgroup = cg.as_raw_fd() as u64;
     }
-    // SAFETY: clone3 without CLONE_VM gives the child a copy of our memory; the child only
-    // makes raw syscalls (fcntl/dup2, execveat, _exit) on values prepared above, which are
-    // async-signal-safe, and never returns into Rust code.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of_mut!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if ret == 0 {
-        // Child.
-        // SAFETY: see above; only async-signal-safe syscalls, ending in execveat or _exit.
-        unsafe {
-            if let Some((stdin, out)) = stdio {
-                libc::dup2(stdin, 0);
-                libc::dup2(out, 1);
-                libc::dup2(out, 2);
-            }
-            if control == CONTROL_FD {
-                libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
-            } else {
-                libc::dup2(control, CONTROL_FD);
-            }
-            libc::syscall(
-                libc::SYS_execveat,
-                memfd,
-                empty.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            libc::_exit(127);
+
+    #[cfg(target_arch = "x86_64")]
+    let ret = {
+        // 16-byte aligned stack for the child, alive until it has exec'd (CLONE_VFORK).
+        let mut stack = vec![0u128; CHILD_STACK / 16];
+        args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+        args.stack = stack.as_mut_ptr() as u64;
+        args.stack_size = CHILD_STACK as u64;
+        // SAFETY: `args` names a stack of CHILD_STACK bytes that outlives the child's use of
+        // it (the parent resumes only once the child exec'd or exited); `child` and what it
+        // points to live until then.
+        let r = unsafe { clone3_exec(&mut args, &child) };
+        drop(stack);
+        if r < 0 {
+            // The raw syscall returns -errno.
+            Err(io::Error::from_raw_os_error(-r as i32))
+        } else {
+            Ok(r)
         }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let ret = {
+        // SAFETY: clone3 without CLONE_VM gives the child a copy of our memory; the child
+        // only runs `child_exec` (raw syscalls on values prepared above) and never returns.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::addr_of_mut!(args),
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r == 0 {
+            // SAFETY: see above.
+            unsafe { child_exec(&child) }
+        }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
+    let ret = ret?;
     // SAFETY: the kernel stored a new pidfd that we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned {
