@@ -483,6 +483,29 @@ mod tests {
     }
 
     #[test]
+    fn streams_older_than_retention_go() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LogStore::new(d.path());
+        let g = s.ensure_group("/aws/lambda/old").unwrap();
+        let old = g.join("old.log");
+        let new = g.join("new.log");
+        fs::write(&old, "2026-01-01T00:00:00.000Z\tancient\n").unwrap();
+        fs::write(&new, "2026-11-27T00:00:00.000Z\tfresh\n").unwrap();
+        let ten_days = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(ten_days)
+            .unwrap();
+        // The default keeps both; the group's own 7-day policy removes the old one.
+        assert_eq!(s.enforce_retention(Some(30), None), 0);
+        s.set_retention("/aws/lambda/old", Some(7)).unwrap();
+        assert_eq!(s.enforce_retention(Some(30), None), 1);
+        assert!(!old.exists() && new.exists());
+    }
+
+    #[test]
     fn long_lines_split() {
         let long = vec![b'x'; MAX_EVENT_BYTES * 2 + 5];
         let mut text = long.clone();
