@@ -140,9 +140,7 @@ impl Api {
         let mut refused = None;
         self.registry
             .update_policy(&name, &q, |statements, current| {
-                if revision.is_some_and(|r| r != current) {
-                    return Err(RegistryError::Precondition("The Revision Id provided does not match the latest Revision Id. Call the GetPolicy API to retrieve the latest Revision Id".into()));
-                }
+                check_revision(revision, current)?;
                 if statements.iter().any(|s| s["Sid"] == sid) {
                     return Err(RegistryError::Conflict(format!("The statement id ({sid}) provided already exists. Please provide a new statement id, or remove the existing statement.")));
                 }
@@ -193,9 +191,7 @@ impl Api {
         let mut missing = false;
         self.registry
             .update_policy(&name, &q, |statements, current| {
-                if revision.is_some_and(|r| r != current) {
-                    return Err(RegistryError::Precondition("The Revision Id provided does not match the latest Revision Id. Call the GetPolicy API to retrieve the latest Revision Id".into()));
-                }
+                check_revision(revision, current)?;
                 let before = statements.len();
                 statements.retain(|s| s["Sid"] != sid);
                 if statements.len() == before {
@@ -212,6 +208,14 @@ impl Api {
                 }
             })?;
         Ok(Response::new(204))
+    }
+}
+
+/// A `RevisionId` precondition on the policy.
+fn check_revision(expected: Option<&str>, current: &str) -> Result<(), RegistryError> {
+    match expected {
+        Some(r) if r != current => Err(RegistryError::Precondition("The Revision Id provided does not match the latest Revision Id. Call the GetPolicy API to retrieve the latest Revision Id".into())),
+        _ => Ok(()),
     }
 }
 

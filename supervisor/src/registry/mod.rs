@@ -168,6 +168,17 @@ fn take_env(config: &mut Value) -> Option<Vec<u8>> {
     }
 }
 
+fn function_exists(tx: &Connection, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM functions WHERE name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Orders `$LATEST` before numbered versions, numbers numerically.
 fn version_order(v: &str) -> i64 {
     v.parse::<i64>().unwrap_or(0)
@@ -358,14 +369,7 @@ impl Registry {
     ) -> Result<Option<Arc<StoredFunction>>> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let taken: Option<String> = tx
-            .query_row(
-                "SELECT name FROM functions WHERE name = ?1",
-                [&f.name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if taken.is_some() {
+        if function_exists(&tx, &f.name)? {
             return Err(RegistryError::Exists(f.name.clone()));
         }
         let (config, env) = self.seal_config(f);
@@ -832,12 +836,7 @@ impl Registry {
     ) -> Result<String> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<String> = tx
-            .query_row("SELECT name FROM functions WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if exists.is_none() {
+        if !function_exists(&tx, name)? {
             return Err(RegistryError::NotFound(name.to_string()));
         }
         let row: Option<(String, String)> = tx
@@ -958,12 +957,7 @@ impl Registry {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<String> = tx
-            .query_row("SELECT name FROM functions WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if exists.is_none() {
+        if !function_exists(&tx, name)? {
             return Err(RegistryError::NotFound(name.to_string()));
         }
         let others: i64 = tx.query_row(
@@ -1080,6 +1074,20 @@ mod tests {
         w.finish().unwrap().into_inner()
     }
 
+    /// No file directly in `dir` (database, WAL, key...) contains `needle`.
+    fn assert_not_in_files(dir: &Path, needle: &[u8]) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_file() {
+                let bytes = fs::read(e.path()).unwrap();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "clear value in {:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+
     fn open(d: &Path) -> Registry {
         Registry::open(d, Sealer::load(&d.join("key"), true).unwrap()).unwrap()
     }
@@ -1141,16 +1149,7 @@ mod tests {
             "s3kr1t-value"
         );
         drop(r);
-        for e in fs::read_dir(d.path()).unwrap().flatten() {
-            if e.path().is_file() {
-                let bytes = fs::read(e.path()).unwrap();
-                assert!(
-                    !bytes.windows(12).any(|w| w == b"s3kr1t-value"),
-                    "clear value in {:?}",
-                    e.path()
-                );
-            }
-        }
+        assert_not_in_files(d.path(), b"s3kr1t-value");
     }
 
     #[test]
@@ -1179,16 +1178,7 @@ mod tests {
             "legacy-clear-value"
         );
         drop(r);
-        for e in fs::read_dir(d.path()).unwrap().flatten() {
-            if e.path().is_file() {
-                let bytes = fs::read(e.path()).unwrap();
-                assert!(
-                    !bytes.windows(18).any(|w| w == b"legacy-clear-value"),
-                    "clear value left in {:?}",
-                    e.path()
-                );
-            }
-        }
+        assert_not_in_files(d.path(), b"legacy-clear-value");
     }
 
     #[test]
